@@ -138,7 +138,7 @@ class _Checker:
         self.problems: list[str] = []
 
     def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
+        self.problems.append(f"{path}: {message}" if path else message)
 
     def keys(self, obj: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
         if not isinstance(obj, dict):
@@ -229,8 +229,9 @@ def parse_preset(obj: Any, source: str = "preset") -> Preset:
     if not c.keys(obj, "", _TOP_KEYS, required=("version",)):
         raise PresetError(c.problems, source)
     version = obj.get("version")
-    if version != VERSION:
+    if "version" in obj and version != VERSION:
         c.fail("version", f"{_show(version)} is not supported; this extension reads version {VERSION}")
+    if version != VERSION:  # missing or unsupported: the rest cannot be interpreted
         raise PresetError(c.problems, source)
     name = c.text(obj, "name", "", max_len=200)
     units = c.choice(obj, "units", "", UNITS, "px")
