@@ -129,14 +129,14 @@ def compile_mixture(crops: Sequence[CropSpec], height: int, width: int, batch_si
 
 
 def _batches(crops: Sequence[CropSpec], batch_size: int) -> tuple[tuple[int, ...], ...]:
-    """Group crops by (size, guidance scale), then split each group into balanced batches.
+    """Group crops by (size, guidance scale, batch key), then split each group into balanced batches.
 
     Balanced: 9 crops at batch size 8 make two calls of 5 and 4, not 8 and 1, so the host
     sees fewer distinct shapes and the peak memory is lower for the same number of calls.
     """
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(crops):
-        groups.setdefault((spec.box.width, spec.box.height, spec.cfg_scale), []).append(i)
+        groups.setdefault((spec.box.width, spec.box.height, spec.cfg_scale, spec.batch_key), []).append(i)
     batches = []
     for members in groups.values():
         count = math.ceil(len(members) / batch_size)

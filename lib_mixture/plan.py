@@ -26,7 +26,9 @@ class CropSpec:
 
     ``cond`` is a handle the host's predict callback understands: `MAIN` for background
     tiles, the region index for regions. ``cfg_scale`` None means the host's own scale.
-    ``weight`` multiplies the crop's weight map.
+    ``weight`` multiplies the crop's weight map. Crops batch together only when their size,
+    guidance scale and ``batch_key`` agree (the host uses the key for conditionings that cannot
+    share a call, such as negative prompts of different token lengths).
     """
 
     box: Box
@@ -35,6 +37,7 @@ class CropSpec:
     weight: float = 1.0
     kind: str = GAUSSIAN
     variance: float = DEFAULT_VARIANCE
+    batch_key: Any = None
 
 
 @dataclass(frozen=True)

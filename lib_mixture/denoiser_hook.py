@@ -1,0 +1,174 @@
+"""The per-step mixture around a host's CFG denoiser, without importing the host.
+
+The WebUI's ``CFGDenoiser.forward(x, sigma, uncond, cond, cond_scale, s_min_uncond,
+image_cond)`` turns one latent into one CFG-combined prediction. `mixture_forward` calls
+that original forward once per *batch of crops* (crops of one size and guidance scale,
+their conditionings joined), with every spatial attribute of the denoiser cropped to
+match, and mixes the results with the compiled weights. The host does everything else per
+crop as it always does: AND prompts, prompt schedules, padding, skip-uncond, inpainting
+masks, callbacks. Host specifics (how conditionings are joined, how previews are shown,
+how an interrupt is raised) come in through `HostHooks`, so this module is tested with the
+real k-diffusion samplers and a host stand-in, and runs unchanged in the WebUI.
+
+Contract kept with the host, whatever happens inside (an interrupt is a BaseException):
+the denoiser's ``step`` advances by exactly one per canvas call; ``mask``, ``nmask`` and
+``init_latent`` are the full-size ones again afterwards; ``sampler.last_latent`` is always
+full-size (an interrupt returns it as the result); the live preview is stored once per step,
+full-size.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from .guide import GuideSpec, apply_guides
+from .mixture import CompiledMixture
+from .plan import MAIN, CropSpec
+
+
+@dataclass
+class HostHooks:
+    """What the host adapter supplies.
+
+    ``join(conds, unconds)`` makes one batch's conditioning from per-crop ones (each for the
+    canvas batch of B images), in crop order. ``capture_previews()`` is a context manager
+    that, while open, records the host's per-call live previews into the list it yields
+    instead of showing them; ``show_preview(latent)`` shows one. ``before_batch(i, n)`` runs
+    before host call ``i`` of ``n`` in a step (progress text; it may raise to interrupt).
+    """
+
+    join: Callable[[list, list], tuple[Any, Any]]
+    capture_previews: Callable[[], Any] | None = None
+    show_preview: Callable[[torch.Tensor], None] | None = None
+    before_batch: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class PassState:
+    """Everything one sampling pass needs, built by the adapter before sampling starts.
+
+    ``conds`` maps a crop's ``cond`` handle (a region index) to its ``(cond, uncond)`` for
+    the canvas batch; `MAIN` crops use the conditioning the sampler passes in. Guides need
+    the canvas's initial unit ``noise`` and, per guide, the noise-level cutoff; ``levels``
+    says whether the sampler passes sigmas (k-diffusion) or timesteps (DDIM-type, then
+    ``alphas_cumprod`` maps a timestep to its alpha-bar).
+    """
+
+    mixture: CompiledMixture
+    conds: Mapping[Any, tuple[Any, Any]] = field(default_factory=dict)
+    guides: Sequence[GuideSpec] = ()
+    guide_cutoffs: Sequence[float | None] = ()
+    noise: torch.Tensor | None = None
+    levels: str = "sigma"  # or "timestep"
+    alphas_cumprod: torch.Tensor | None = None
+    calls: int = 0  # canvas calls so far (tests and progress)
+
+
+def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tensor, uncond: Any, cond: Any,
+                    cond_scale: float, s_min_uncond: float, image_cond: Any, state: PassState,
+                    hooks: HostHooks) -> torch.Tensor:
+    """One canvas prediction as the mixture of the host's predictions on crops of ``x``."""
+    if state.guides and state.noise is not None:
+        _apply_guides(x, sigma, state)
+
+    step0 = den.step
+    saved = {name: getattr(den, name, None) for name in ("mask", "nmask", "init_latent")}
+    sampler = getattr(den, "sampler", None)
+    last_latent_before = getattr(sampler, "last_latent", None)
+    need_noise_uncond = bool(getattr(den, "need_last_noise_uncond", False))
+    rows = x.shape[0]
+    finished = False
+
+    def predict(x_in: torch.Tensor, sigma_in: Any, specs: Sequence[CropSpec]):
+        k = len(specs)
+        pairs = [state.conds[s.cond] if s.cond != MAIN and s.cond in state.conds else (cond, uncond) for s in specs]
+        c, u = hooks.join([p[0] for p in pairs], [p[1] for p in pairs])
+        for name, full in saved.items():
+            setattr(den, name, _crop_attr(full, specs, rows) if full is not None else None)
+        ic = _crop_image_cond(image_cond, specs, rows, x.shape[-2:])
+        scale = specs[0].cfg_scale if specs[0].cfg_scale is not None else cond_scale
+        den.step = step0  # every crop sees the same schedule index
+        with _previews(hooks) as previews:
+            out = orig(den, x_in, sigma_in, u, c, scale, s_min_uncond, ic)
+        parts = [out, sampler.last_latent if sampler is not None else out]
+        parts.append(previews[-1] if previews else parts[1])
+        if need_noise_uncond:
+            parts.append(den.last_noise_uncond)
+        _check_rows(parts, rows * k)
+        return tuple(parts)
+
+    try:
+        mixed = state.mixture(x, sigma, predict, on_batch=hooks.before_batch)
+        finished = True
+    finally:
+        den.step = step0 + 1
+        for name, full in saved.items():
+            setattr(den, name, full)
+        if sampler is not None and not finished:
+            sampler.last_latent = last_latent_before if last_latent_before is not None else x
+    state.calls += 1
+    denoised, last_latent, preview = mixed[0], mixed[1], mixed[2]
+    if sampler is not None:
+        sampler.last_latent = last_latent
+    if need_noise_uncond:
+        den.last_noise_uncond = mixed[3]
+    if hooks.show_preview is not None:
+        hooks.show_preview(preview)
+    return denoised
+
+
+def _apply_guides(x: torch.Tensor, sigma: torch.Tensor, state: PassState) -> None:
+    level = float(sigma.reshape(-1)[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
+    if state.levels == "timestep":
+        if state.alphas_cumprod is None:
+            raise ValueError("timestep levels need alphas_cumprod")
+        alpha_bar = float(state.alphas_cumprod[int(round(level))])
+        apply_guides(x, state.noise, state.guides, state.guide_cutoffs, level, alpha_bar=alpha_bar)
+    else:
+        apply_guides(x, state.noise, state.guides, state.guide_cutoffs, level, sigma=level)
+
+
+def _crop_attr(full: torch.Tensor, specs: Sequence[CropSpec], rows: int) -> torch.Tensor:
+    """Crop a spatial attribute (init_latent [B,C,H,W] or a mask [C,H,W] / [B,C,H,W]) per crop.
+
+    A batch of K crops needs K*B rows, crop-major, so masks without a batch dim are
+    expanded to B rows first; a single crop keeps the host's own layout.
+    """
+    crops = [full[..., s.box.y:s.box.bottom, s.box.x:s.box.right] for s in specs]
+    if len(crops) == 1:
+        return crops[0]
+    if full.ndim == 3:
+        crops = [c.unsqueeze(0).expand(rows, *c.shape) for c in crops]
+    elif full.shape[0] != rows:
+        crops = [c.expand(rows, *c.shape[1:]) for c in crops]
+    return torch.cat(crops)
+
+
+def _crop_image_cond(image_cond: Any, specs: Sequence[CropSpec], rows: int, size: torch.Size) -> Any:
+    """Spatial image conditioning (inpainting models) is cropped; a placeholder is repeated."""
+    if not isinstance(image_cond, torch.Tensor) or image_cond.ndim != 4:
+        return image_cond
+    if tuple(image_cond.shape[-2:]) == tuple(size):
+        crops = [image_cond[:, :, s.box.y:s.box.bottom, s.box.x:s.box.right] for s in specs]
+        return crops[0] if len(crops) == 1 else torch.cat(crops)
+    return image_cond if len(specs) == 1 else image_cond.repeat(len(specs), 1, 1, 1)
+
+
+def _check_rows(parts: list, expected: int) -> None:
+    for p in parts:
+        if p.shape[0] != expected:
+            raise RuntimeError(f"the host returned {p.shape[0]} rows for a batch of {expected}; "
+                               "another extension may be changing the batch inside the denoiser")
+
+
+@contextmanager
+def _previews(hooks: HostHooks) -> Iterator[list]:
+    if hooks.capture_previews is None:
+        yield []
+        return
+    with hooks.capture_previews() as captured:
+        yield captured
