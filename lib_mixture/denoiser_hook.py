@@ -53,15 +53,16 @@ class PassState:
 
     ``conds`` maps a crop's ``cond`` handle (a region index) to its ``(cond, uncond)`` for
     the canvas batch; `MAIN` crops use the conditioning the sampler passes in. Guides need
-    the canvas's initial unit ``noise`` and, per guide, the noise-level cutoff; ``levels``
-    says whether the sampler passes sigmas (k-diffusion) or timesteps (DDIM-type, then
-    ``alphas_cumprod`` maps a timestep to its alpha-bar).
+    the canvas's initial unit ``noise`` and, per guide, how many denoiser calls it is enforced
+    for (`lib_mixture.guide.active_calls`); ``levels`` says whether the sampler passes sigmas
+    (k-diffusion) or timesteps (DDIM-type, then ``alphas_cumprod`` maps a timestep to its
+    alpha-bar).
     """
 
     mixture: CompiledMixture
     conds: Mapping[Any, tuple[Any, Any]] = field(default_factory=dict)
     guides: Sequence[GuideSpec] = ()
-    guide_cutoffs: Sequence[float | None] = ()
+    guide_calls: Sequence[int] = ()
     noise: torch.Tensor | None = None
     levels: str = "sigma"  # or "timestep"
     alphas_cumprod: torch.Tensor | None = None
@@ -73,7 +74,7 @@ def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tens
                     hooks: HostHooks) -> torch.Tensor:
     """One canvas prediction as the mixture of the host's predictions on crops of ``x``."""
     if state.guides and state.noise is not None:
-        _apply_guides(x, sigma, state)
+        _apply_guides(x, sigma, state, den.step)
 
     step0 = den.step
     saved = {name: getattr(den, name, None) for name in ("mask", "nmask", "init_latent")}
@@ -121,15 +122,18 @@ def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tens
     return denoised
 
 
-def _apply_guides(x: torch.Tensor, sigma: torch.Tensor, state: PassState) -> None:
+def _apply_guides(x: torch.Tensor, sigma: torch.Tensor, state: PassState, call: int) -> None:
+    active = [call < n for n in state.guide_calls]
+    if not any(active):
+        return
     level = float(sigma.reshape(-1)[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
     if state.levels == "timestep":
         if state.alphas_cumprod is None:
             raise ValueError("timestep levels need alphas_cumprod")
         alpha_bar = float(state.alphas_cumprod[int(round(level))])
-        apply_guides(x, state.noise, state.guides, state.guide_cutoffs, level, alpha_bar=alpha_bar)
+        apply_guides(x, state.noise, state.guides, active, alpha_bar=alpha_bar)
     else:
-        apply_guides(x, state.noise, state.guides, state.guide_cutoffs, level, sigma=level)
+        apply_guides(x, state.noise, state.guides, active, sigma=level)
 
 
 def _crop_attr(full: torch.Tensor, specs: Sequence[CropSpec], rows: int) -> torch.Tensor:

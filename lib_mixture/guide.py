@@ -23,9 +23,6 @@ import torch
 
 from .geometry import Box
 
-_REL_TOL = 1e-5  # sampler noise levels may arrive as float32 copies of the schedule
-
-
 @dataclass(frozen=True)
 class GuideSpec:
     """A guide latent ``[1 or B, C, h, w]`` placed at latent ``box``, with a strength in [0, 1]."""
@@ -35,27 +32,17 @@ class GuideSpec:
     strength: float
 
 
-def guide_cutoff(levels: Sequence[float] | torch.Tensor, strength: float) -> float | None:
-    """The lowest noise level at which a guide of ``strength`` is still enforced.
+def active_calls(total_calls: int, strength: float) -> int:
+    """How many denoiser calls, from the start of sampling, a guide of ``strength`` is enforced.
 
-    ``levels`` is the sampler's schedule in sampling order (descending sigmas, or descending
-    timesteps), one value per step; a trailing final 0 of k-diffusion schedules is ignored.
-    A guide is enforced on the first ``round(strength * steps)`` steps. Returns None when
-    that is no step at all.
+    The paper enforces a guide while ``t >= t_g``; on a fixed schedule that is the first
+    ``strength`` fraction of the steps. Counting calls rather than comparing noise levels
+    works the same for every sampler family (sigmas, timesteps, second-order samplers that
+    call the model twice a step, img2img schedules that start part-way).
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"guide strength must be in [0, 1], got {strength}")
-    values = [float(v) for v in levels]
-    if values and values[-1] == 0.0:
-        values = values[:-1]
-    active_steps = math.floor(strength * len(values) + 0.5)
-    if active_steps == 0:
-        return None
-    return values[active_steps - 1]
-
-
-def is_active(level: float, cutoff: float | None) -> bool:
-    return cutoff is not None and level >= cutoff * (1 - _REL_TOL)
+    return math.floor(strength * total_calls + 0.5)
 
 
 def noised_sigma(latent: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -68,22 +55,20 @@ def noised_alpha_bar(latent: torch.Tensor, noise: torch.Tensor, alpha_bar: float
     return math.sqrt(alpha_bar) * latent + math.sqrt(1.0 - alpha_bar) * noise
 
 
-def apply_guides(x: torch.Tensor, noise: torch.Tensor, guides: Sequence[GuideSpec],
-                 cutoffs: Sequence[float | None], level: float, *, sigma: float | None = None,
-                 alpha_bar: float | None = None) -> bool:
-    """Overwrite, in place, the boxes of ``x`` whose guide is active at ``level``.
+def apply_guides(x: torch.Tensor, noise: torch.Tensor, guides: Sequence[GuideSpec], active: Sequence[bool], *,
+                 sigma: float | None = None, alpha_bar: float | None = None) -> bool:
+    """Overwrite, in place, the boxes of ``x`` whose guide is ``active``.
 
     ``noise`` is the canvas's initial unit noise ``[B, C, H, W]``. Give ``sigma`` for
-    k-diffusion samplers or ``alpha_bar`` for DDIM-type ones; ``level`` is what the cutoffs
-    were computed from (the sigma or the timestep). In place, because k-diffusion samplers
-    hand the model their own state tensor: the override then persists into the update.
-    Returns whether anything was written.
+    k-diffusion samplers or ``alpha_bar`` for DDIM-type ones. In place, because k-diffusion
+    samplers hand the model their own state tensor: the override then persists into the
+    update, as in Algorithm 2. Returns whether anything was written.
     """
     if (sigma is None) == (alpha_bar is None):
         raise ValueError("give exactly one of sigma (k-diffusion) or alpha_bar (DDIM-type)")
     wrote = False
-    for guide, cutoff in zip(guides, cutoffs):
-        if not is_active(level, cutoff):
+    for guide, on in zip(guides, active):
+        if not on:
             continue
         rows, cols = guide.box.slices()
         eps = noise[:, :, rows, cols]

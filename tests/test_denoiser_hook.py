@@ -10,7 +10,7 @@ from k_diffusion import sampling
 
 from lib_mixture.denoiser_hook import HostHooks, PassState, mixture_forward
 from lib_mixture.geometry import Box, to_latent
-from lib_mixture.guide import GuideSpec, guide_cutoff
+from lib_mixture.guide import GuideSpec, active_calls
 from lib_mixture.mixture import compile_mixture
 from lib_mixture.plan import MAIN, CropSpec
 from lib_mixture.planner import plan_tiles
@@ -240,7 +240,6 @@ def test_guide_box_holds_the_noised_guide_while_active():
     emb, x, sigmas, extra = setup()
     noise = x / sigmas[0]
     guide = GuideSpec(Box(8, 4, 16, 12), torch.randn(1, 4, 12, 16), strength=0.5)
-    cutoff = guide_cutoff(sigmas, 0.5)
     seen = []
 
     class Recording(HookedDenoiser):
@@ -251,10 +250,10 @@ def test_guide_box_holds_the_noised_guide_while_active():
     den = Recording(ToyModel())
     den.hooks = HOOKS
     den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40), guides=[guide],
-                          guide_cutoffs=[cutoff], noise=noise)
+                          guide_calls=[active_calls(6, guide.strength)], noise=noise)
     SAMPLERS["euler"](den, x.clone(), sigmas, extra)
-    active = [s for s, _ in seen if s >= cutoff * (1 - 1e-5)]
-    assert len(active) == 3
+    active = [s for s, _ in seen[:3]]  # strength 0.5 of 6 calls
+    assert len(seen) == 6
     for s, box in seen:
         expected = guide.latent + s * noise[:, :, 4:16, 8:24]
         if s in active:
