@@ -26,6 +26,7 @@ MAX_SIDE = 16384  # px; the WebUI's own sliders stop well below this
 MAX_BATCH = 64
 UNITS = ("px", "fraction")
 PROMPT_MODES = ("replace", "append")
+PASSES = ("first", "hires", "both")
 SEED_MAX = 2**32 - 1
 
 
@@ -103,6 +104,7 @@ class Preset:
     tiles: TileGrid | None = None
     weights: Weighting = Weighting()
     regions: tuple[Region, ...] = field(default_factory=tuple)
+    passes: str = "both"  # txt2img with hires fix: the first pass, the hires pass, or both
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON object (what `parse_preset` reads back to an equal preset)."""
@@ -115,6 +117,7 @@ class Preset:
             out["tiles"] = {"width": t.width, "height": t.height, "overlap": overlap, "batch_size": t.batch_size}
         out["weights"] = asdict(self.weights)
         out["regions"] = [_region_dict(r) for r in self.regions]
+        out["passes"] = self.passes
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -218,7 +221,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_TOP_KEYS = ("version", "name", "units", "canvas", "tiles", "weights", "regions")
+_TOP_KEYS = ("version", "name", "units", "canvas", "tiles", "weights", "regions", "passes")
 _TILE_KEYS = ("width", "height", "overlap", "batch_size")
 _REGION_KEYS = tuple(f.name for f in fields(Region))
 
@@ -235,6 +238,7 @@ def parse_preset(obj: Any, source: str = "preset") -> Preset:
         raise PresetError(c.problems, source)
     name = c.text(obj, "name", "", max_len=200)
     units = c.choice(obj, "units", "", UNITS, "px")
+    passes = c.choice(obj, "passes", "", PASSES, "both")
 
     canvas = None
     if "canvas" in obj and c.keys(obj["canvas"], "canvas", ("width", "height"), required=("width", "height")):
@@ -273,7 +277,7 @@ def parse_preset(obj: Any, source: str = "preset") -> Preset:
         c.fail("regions", "the preset has neither a tile grid ('tiles') nor any region; give at least one")
     if c.problems:
         raise PresetError(c.problems, source)
-    return Preset(VERSION, name, units, canvas, tiles, weights, tuple(regions))
+    return Preset(VERSION, name, units, canvas, tiles, weights, tuple(regions), passes)
 
 
 def _overlap(c: _Checker, t: dict, tw: int, th: int, default: Overlap) -> Overlap:

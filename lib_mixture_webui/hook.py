@@ -1,0 +1,91 @@
+"""The class-level hook on ``CFGDenoiser.forward``: installed once, inert unless ``p`` carries a job.
+
+Wrapping the class (not an instance) reaches every sampler of every pass in WebUI 1.6 to
+1.10 and Forge, including the txt2img first pass that has no per-pass script hook before
+1.10. The original forward is kept on the class, so "Reload UI" (which re-runs the script)
+never wraps twice; the wrapper looks up the current handler at call time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from modules import sd_samplers_cfg_denoiser, sd_samplers_common, shared
+
+from lib_mixture.denoiser_hook import HostHooks, mixture_forward
+
+from . import conds as region_conds
+
+_ORIGINAL = "_mod_original_forward"
+_HANDLER = "_mod_handler"
+
+
+def install() -> None:
+    cls = sd_samplers_cfg_denoiser.CFGDenoiser
+    if not hasattr(cls, _ORIGINAL):
+        original = cls.forward
+
+        def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+            job = getattr(getattr(self, "p", None), "_mod_job", None)
+            handler = getattr(cls, _HANDLER, None)
+            if job is None or handler is None:
+                return original(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+            return handler(original, self, job, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+
+        forward._mod_wrapper = True
+        setattr(cls, _ORIGINAL, original)
+        cls.forward = forward
+    setattr(cls, _HANDLER, dispatch)
+
+
+def installed() -> bool:
+    return getattr(sd_samplers_cfg_denoiser.CFGDenoiser.forward, "_mod_wrapper", False)
+
+
+def dispatch(original, den, job, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+    if job.error is not None:
+        raise job.error
+    p = den.p
+    state = job.pass_state(p, den, x, uncond)
+    if state is None:
+        return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+    _refuse_unsupported()
+    return mixture_forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state,
+                           _HOOKS)
+
+
+def _refuse_unsupported() -> None:
+    unet = getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None)
+    patched = vars(unet).get("forward") if unet is not None else None
+    if patched is not None and "webui" in getattr(patched, "__name__", ""):
+        raise RuntimeError("Mixture of Diffusers: ControlNet is active in this job, and its control images "
+                           "are not cropped per tile; turn off ControlNet or Mixture of Diffusers for this job")
+
+
+@contextlib.contextmanager
+def _capture_previews():
+    """Record the host's per-crop previews instead of decoding each one."""
+    seen: list = []
+    real = sd_samplers_common.store_latent
+    sd_samplers_common.store_latent = seen.append
+    try:
+        yield seen
+    finally:
+        sd_samplers_common.store_latent = real
+
+
+def _before_batch(i: int, n: int) -> None:
+    state = shared.state
+    if state.interrupted or state.skipped:
+        raise sd_samplers_common.InterruptedException
+    if n > 1:
+        state.textinfo = f"Mixture of Diffusers: tile batch {i + 1}/{n}"
+
+
+def _show_preview(latent: Any) -> None:
+    sd_samplers_common.store_latent(latent)
+
+
+_HOOKS = HostHooks(join=region_conds.join, capture_previews=_capture_previews, show_preview=_show_preview,
+                   before_batch=_before_batch)

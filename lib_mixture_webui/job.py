@@ -1,0 +1,159 @@
+"""One generation's mixture: the preset, and per sampling pass its plan, conds and weights."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import os
+from typing import Any
+
+import torch
+
+from modules import images, rng, sd_samplers_common, sd_samplers_timesteps, shared
+
+from lib_mixture.denoiser_hook import PassState
+from lib_mixture.geometry import to_latent
+from lib_mixture.guide import GuideSpec, active_calls
+from lib_mixture.mixture import compile_mixture
+from lib_mixture.plan import MAIN, MixturePlan, build_plan
+from lib_mixture.preset import Canvas, Preset
+
+from . import conds as region_conds
+
+
+class Job:
+    """Attached to ``p`` as ``p._mod_job`` by the script; read by the denoiser hook.
+
+    ``error`` holds a configuration problem found while the WebUI swallows exceptions (its
+    script hooks only log them); the hook raises it at the first sampling step, where it
+    ends the job and reaches an API caller as the error message.
+    """
+
+    def __init__(self, p: Any, preset: Preset | None, error: Exception | None = None):
+        self.preset = preset
+        self.error = error
+        self.warnings: list[str] = []
+        # The canvas region boxes refer to: the preset's, else the first pass's size.
+        if preset is not None and preset.canvas is None and preset.units == "px":
+            self.preset = dataclasses.replace(preset, canvas=Canvas(int(p.width), int(p.height)))
+        self.noise: dict[bool, torch.Tensor] = {}  # initial unit noise per pass (is_hr_pass)
+        self._passes: dict[tuple, PassState | None] = {}
+
+    # ------------------------------------------------------------------ passes
+
+    def applies_to(self, hires: bool) -> bool:
+        passes = self.preset.passes
+        return passes == "both" or passes == ("hires" if hires else "first")
+
+    def pass_state(self, p: Any, den: Any, x: torch.Tensor, uncond: Any) -> PassState | None:
+        """The mixture state for the pass this call belongs to, built on its first step.
+
+        None when this pass runs without the mixture (not selected, or one crop that covers
+        the canvas: the host's own prediction, computed without any overhead).
+        """
+        hires = bool(getattr(p, "is_hr_pass", False))
+        key = (hires, tuple(x.shape), id(den))
+        if key not in self._passes:
+            self._passes[key] = self._build(p, den, x, uncond, hires) if self.applies_to(hires) else None
+        return self._passes[key]
+
+    def _build(self, p: Any, den: Any, x: torch.Tensor, uncond: Any, hires: bool) -> PassState | None:
+        height, width = x.shape[-2] * 8, x.shape[-1] * 8
+        plan = build_plan(self.preset, width, height)
+        crops = plan.crops()
+        if len(crops) == 1 and crops[0].box.area * 64 == width * height and not plan.regions:
+            return None
+        steps, hires_steps = (p.firstpass_steps, den.total_steps) if hires else (den.total_steps, None)
+        conds: dict[int, tuple[Any, Any]] = {}
+        keys: dict[Any, tuple] = {MAIN: region_conds.token_key(uncond)}
+        for r in plan.regions:
+            prompts, negatives, warnings = region_conds.region_prompts(p, r.region, hires)
+            self._warn(warnings)
+            conds[r.index] = region_conds.encode(p, prompts, negatives, width, height, steps, hires_steps)
+            keys[r.index] = region_conds.token_key(conds[r.index][1])
+        crops = [dataclasses.replace(c, batch_key=keys[c.cond]) for c in crops]
+        mixture = compile_mixture(crops, x.shape[-2], x.shape[-1], plan.batch_size, device=x.device)
+        state = PassState(mixture, conds)
+        self._add_guides(state, plan, p, den, x, hires)
+        return state
+
+    def _add_guides(self, state: PassState, plan: MixturePlan, p: Any, den: Any, x: torch.Tensor, hires: bool) -> None:
+        guided = [r for r in plan.regions if r.region.guide is not None]
+        if not guided:
+            return
+        noise = self.noise.get(hires)
+        if noise is None or noise.shape != x.shape:
+            self._warn(["guide images were skipped in this pass: its initial noise was not seen "
+                        "(the hires pass needs WebUI 1.10 or newer)"])
+            return
+        state.noise = noise.to(x.device)
+        state.guides = [GuideSpec(to_latent(r.box), load_guide_latent(r.region.guide.image, r.box.width, r.box.height),
+                                  r.region.guide.strength) for r in guided]
+        state.guide_calls = [active_calls(den.total_steps, g.strength) for g in state.guides]
+        if isinstance(den, sd_samplers_timesteps.CFGDenoiserTimesteps):
+            state.levels = "timestep"
+            state.alphas_cumprod = shared.sd_model.alphas_cumprod
+
+    def _warn(self, messages: list[str]) -> None:
+        for m in messages:
+            if m not in self.warnings:
+                self.warnings.append(m)
+                print(f"[Mixture of Diffusers] {m}")
+
+    # ------------------------------------------------------------------ noise
+
+    def install_region_noise(self, p: Any) -> None:
+        """Wrap ``p.rng`` so the first noise it draws has each seeded region's own noise in its box.
+
+        Region seeds are per image like the main seed: the region's seed plus the image's
+        position in the job. The (possibly reseeded) noise is kept for guide images.
+        """
+        generator = getattr(p, "rng", None)
+        if generator is None or getattr(generator, "_mod_wrapped", False):
+            return
+        original_next = generator.next
+        seeded = []
+        if self.preset is not None and self.applies_to(False):
+            plan = build_plan(self.preset, int(p.width), int(p.height))
+            seeded = [r for r in plan.regions if r.region.seed >= 0]
+        offset = p.iteration * p.batch_size
+
+        def next_noise():
+            first = generator.is_first
+            noise = original_next()
+            if first:
+                for r in seeded:
+                    seeds = [r.region.seed + offset + i for i in range(noise.shape[0])]
+                    own = rng.ImageRNG(noise.shape[1:], seeds).next().to(noise.device, noise.dtype)
+                    box = to_latent(r.box)
+                    rows, cols = box.slices()
+                    noise[:, :, rows, cols] = own[:, :, rows, cols]
+                self.noise[False] = noise
+            return noise
+
+        generator.next = next_noise
+        generator._mod_wrapped = True
+
+
+def load_guide_latent(source: str, width: int, height: int) -> torch.Tensor:
+    """Load a guide image (path or data URL), fit it to the box and encode it with the host's VAE."""
+    from PIL import Image
+
+    if source.startswith("data:"):
+        try:
+            payload = source.split(",", 1)[1]
+            image = Image.open(io.BytesIO(base64.b64decode(payload)))
+        except Exception as e:
+            raise ValueError(f"regions[].guide.image: not a readable data URL image ({e})") from None
+    else:
+        if not os.path.isfile(source):
+            raise ValueError(f"regions[].guide.image: no image file at {source!r}")
+        image = Image.open(source)
+    image = images.resize_image(1, image.convert("RGB"), width, height)  # crop to fill the box
+    import numpy as np
+
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+    with torch.no_grad():
+        latent = sd_samplers_common.images_tensor_to_samples(array.to(shared.device), None, shared.sd_model)
+    return latent
