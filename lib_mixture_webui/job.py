@@ -20,6 +20,7 @@ from lib_mixture.plan import MAIN, MixturePlan, build_plan
 from lib_mixture.preset import Canvas, Preset
 
 from . import conds as region_conds
+from .args import WARNINGS_KEY
 
 
 class Job:
@@ -34,6 +35,7 @@ class Job:
         self.preset = preset
         self.error = error
         self.warnings: list[str] = []
+        self._params = p.extra_generation_params  # warnings go into the infotext as they occur
         # The canvas region boxes refer to: the preset's, else the first pass's size.
         if preset is not None and preset.canvas is None and preset.units == "px":
             self.preset = dataclasses.replace(preset, canvas=Canvas(int(p.width), int(p.height)))
@@ -100,6 +102,7 @@ class Job:
             if m not in self.warnings:
                 self.warnings.append(m)
                 print(f"[Mixture of Diffusers] {m}")
+                self._params[WARNINGS_KEY] = "; ".join(self.warnings)
 
     # ------------------------------------------------------------------ noise
 

@@ -12,7 +12,7 @@ from modules import scripts
 from lib_mixture.cli import bundled_presets
 from lib_mixture.preset import Preset, PresetError, TileGrid, load_preset, loads_preset, parse_preset
 from lib_mixture_webui import hook
-from lib_mixture_webui.args import INFOTEXT_KEY, WARNINGS_KEY, infotext_value, pasted_config, read_args
+from lib_mixture_webui.args import INFOTEXT_KEY, infotext_value, pasted_config, read_args
 from lib_mixture_webui.job import Job
 
 try:
@@ -87,7 +87,9 @@ class MixtureOfDiffusersScript(scripts.Script):
             return
         job = Job(p, preset)
         p._mod_job = job
-        p.extra_generation_params[INFOTEXT_KEY] = infotext_value(preset)
+        # The resolved preset: px boxes carry the canvas they were drawn on, so a paste into
+        # another size scales them.
+        p.extra_generation_params[INFOTEXT_KEY] = infotext_value(job.preset)
 
     def process_batch(self, p, *args, **kwargs):
         job = getattr(p, "_mod_job", None)
@@ -100,10 +102,6 @@ class MixtureOfDiffusersScript(scripts.Script):
         if job is not None and getattr(p, "is_hr_pass", False) and kwargs.get("noise") is not None:
             job.noise[True] = kwargs["noise"]
 
-    def postprocess(self, p, processed, *args):
-        job = getattr(p, "_mod_job", None)
-        if job is not None and job.warnings:
-            p.extra_generation_params[WARNINGS_KEY] = "; ".join(job.warnings)
 
 
 def _load_preset(name):

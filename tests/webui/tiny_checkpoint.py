@@ -69,6 +69,8 @@ CLIP_TEXT = dict(
 )
 SCHEDULE = dict(timesteps=1000, linear_start=0.00085, linear_end=0.0120)
 SCALE_FACTOR = 0.18215
+# Layers that ldm initialises to zero get random weights at this fraction of the fan-in scale.
+ZERO_INIT_GAIN = 1.0
 
 # ---- tensor specs ---------------------------------------------------------------------
 # kind: "w" weight (fan-in scaled), "b" bias, "nw"/"nb" norm weight/bias, "emb" embedding,
@@ -255,7 +257,7 @@ def _random_tensor(name: str, shape: Sequence[int], kind: str, seed: int) -> tor
         fan_in = int(math.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
         std = 1.0 / math.sqrt(max(fan_in, 1))
         if kind == "zw":
-            std *= 0.3  # ldm zero-initialises these; small but non-zero keeps prompt effect
+            std *= ZERO_INIT_GAIN  # ldm zero-initialises these; non-zero keeps the prompt effect
         return x * std
     if kind == "b":
         return x * 0.02

@@ -1,0 +1,227 @@
+"""The extension inside the real WebUI's Python process: its CFGDenoiser, samplers and model.
+
+Skipped unless MOD_WEBUI_DIR names a WebUI v1.10.1 checkout with its venv and
+MOD_WEBUI_INPROCESS=1 (the WebUI patches torch at import: run these alone, with its python):
+
+    cd "$MOD_WEBUI_DIR" && MOD_WEBUI_INPROCESS=1 venv/bin/python -m pytest -p no:cacheprovider \\
+        /path/to/repo/tests/webui/test_mixture_inprocess.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+for path in (HERE, ROOT):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import launcher  # noqa: E402
+
+pytestmark = [
+    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
+    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
+                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see the docstring)"),
+]
+
+W, H = 192, 128  # latent 24 x 16
+TILES = {"width": 96, "height": 96, "overlap": 32, "batch_size": 2}
+THREE_REGIONS = [
+    {"x": 0, "y": 0, "width": 80, "height": 128, "prompt": "a red barn", "cfg_scale": 4},
+    {"x": 56, "y": 0, "width": 80, "height": 128, "prompt": "a dirt road", "negative_prompt": "cars, trucks",
+     "cfg_scale": 9},
+    {"x": 112, "y": 0, "width": 80, "height": 128, "prompt": "a giant robot", "prompt_mode": "append",
+     "weight": 2},
+]
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    import inprocess
+    import tiny_checkpoint
+
+    ckpt = os.environ.get("MOD_TINY_CKPT") or tiny_checkpoint.build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+    return inprocess.boot(ckpt)
+
+
+@pytest.fixture(scope="module")
+def script(host):
+    spec = importlib.util.spec_from_file_location("mod_script_under_test", ROOT / "scripts" / "mixture_of_diffusers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MixtureOfDiffusersScript()
+
+
+@pytest.fixture
+def unet_calls(host):
+    """Counts the host's CFG forward calls (one on_cfg_denoiser callback each), with their latent sizes."""
+    from modules import script_callbacks
+
+    seen = []
+
+    def count(params):
+        seen.append(tuple(params.x.shape[-2:]))
+    script_callbacks.on_cfg_denoiser(count)
+    yield seen
+    script_callbacks.remove_callbacks_for_function(count)
+
+
+def run(script=None, config=None, enabled=True, **kw):
+    import inprocess
+
+    kw = {"width": W, "height": H, "steps": 3, "seed": 11, "prompt": "a landscape", **kw}
+    args = [] if script is None else [(script, [enabled, json.dumps(config) if isinstance(config, dict) else config])]
+    return inprocess.txt2img(args, **kw)
+
+
+def pixels(image):
+    import numpy as np
+
+    return np.asarray(image).astype("int16")
+
+
+def preset(**fields):
+    return {"version": 1, **fields}
+
+
+def test_one_region_covering_the_canvas_is_bit_identical_to_the_plain_webui(script):
+    import numpy as np
+
+    plain = run()
+    mixed = run(script, preset(regions=[{"x": 0, "y": 0, "width": W, "height": H}]))
+    assert np.array_equal(pixels(plain.images[0]), pixels(mixed.images[0]))
+    assert "Mixture of Diffusers" in mixed.infotexts[0]
+
+
+def test_disabled_costs_nothing_and_changes_nothing(script, unet_calls):
+    import numpy as np
+
+    plain = run()
+    calls_plain = len(unet_calls)
+    off = run(script, preset(tiles=TILES), enabled=False)
+    assert np.array_equal(pixels(plain.images[0]), pixels(off.images[0]))
+    assert len(unet_calls) == 2 * calls_plain
+    assert "Mixture of Diffusers" not in off.infotexts[0]
+
+
+def test_host_calls_per_step_are_ceil_crops_over_batch(script, unet_calls):
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    config = preset(tiles=TILES)
+    plan = build_plan(parse_preset(config), W, H)
+    res = run(script, config)
+    assert res.images[0].size == (W, H)
+    per_step = math.ceil(len(plan.tiles.tiles) / TILES["batch_size"])
+    assert len(plan.tiles.tiles) == 6 and per_step == 3 == plan.model_calls_per_step
+    assert len(unet_calls) == 3 * per_step
+    assert set(unet_calls) == {(12, 12)}  # every host call sees a tile, never the canvas
+
+
+SAMPLERS = ["Euler", "Euler a", "DPM++ 2M", "Heun", "DPM++ SDE", "DDIM", "PLMS", "UniPC", "LCM"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_family_with_tiles_and_three_regions(script, sampler):
+    import numpy as np
+
+    res = run(script, preset(tiles=TILES, regions=THREE_REGIONS), sampler_name=sampler)
+    image = pixels(res.images[0])
+    assert res.images[0].size == (W, H) and image.std() > 0
+    assert np.isfinite(image).all()
+    assert "Mixture of Diffusers" in res.infotexts[0]
+
+
+def test_infotext_round_trip_restores_the_configuration(script):
+    from modules import infotext_utils
+
+    from lib_mixture.preset import parse_preset
+    from lib_mixture_webui.args import pasted_config, read_args
+
+    config = preset(tiles=TILES, regions=THREE_REGIONS, passes="first")
+    res = run(script, config)
+    params = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    enabled, restored = read_args([True, pasted_config(params)])
+    expected = parse_preset(config)
+    assert restored.regions == expected.regions and restored.tiles == expected.tiles
+    assert restored.passes == "first" and restored.canvas.width == W  # the canvas the boxes refer to
+
+
+def test_hires_pass_is_tiled_at_the_hires_size(script, unet_calls):
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    config = preset(tiles=TILES, regions=THREE_REGIONS[:1], canvas={"width": W, "height": H})
+    res = run(script, config, enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
+              hr_second_pass_steps=4)
+    assert res.images[0].size == (2 * W, 2 * H)
+    first = build_plan(parse_preset(config), W, H)
+    hires = build_plan(parse_preset(config), 2 * W, 2 * H)
+    assert hires.regions[0].box.as_list() == [0, 0, 160, 256]  # the region scaled to the hires canvas
+    first_calls, hires_calls = unet_calls[:3 * first.model_calls_per_step], unet_calls[3 * first.model_calls_per_step:]
+    assert set(first_calls) == {(12, 12), (16, 10)}
+    assert hires_calls and len(hires_calls) % hires.model_calls_per_step == 0
+    assert set(hires_calls) == {(12, 12), (32, 20)}  # tiles and the region, never the 32x48 canvas
+
+
+def test_img2img_with_an_inpainting_mask(script):
+    import inprocess
+    from PIL import Image
+
+    init = run().images[0]
+    mask = Image.new("L", (W, H), 0)
+    mask.paste(255, (64, 32, 160, 96))
+    res = inprocess.img2img([init], [(script, [True, json.dumps(preset(tiles=TILES, regions=THREE_REGIONS))])],
+                            width=W, height=H, steps=3, mask=mask, denoising_strength=0.8, inpaint_full_res=False)
+    out = pixels(res.images[0])
+    assert res.images[0].size == (W, H)
+    # Outside the mask the image is the original (the WebUI pastes it back).
+    assert abs(out[:20, :40] - pixels(init)[:20, :40]).mean() < 3
+
+
+def test_interrupt_mid_job_returns_a_full_size_image_and_the_next_job_is_unaffected(script):
+    import numpy as np
+    from modules import script_callbacks, shared
+
+    config = preset(tiles=TILES)
+    reference = run(script, config)
+    count = []
+
+    def interrupt_on_third_call(params):
+        count.append(1)
+        if len(count) == 3:
+            shared.state.interrupted = True
+    script_callbacks.on_cfg_denoiser(interrupt_on_third_call)
+    try:
+        stopped = run(script, config)
+    finally:
+        script_callbacks.remove_callbacks_for_function(interrupt_on_third_call)
+        shared.state.interrupted = False
+    assert stopped.images[0].size == (W, H)
+    assert len(count) == 3
+    again = run(script, config)
+    assert np.array_equal(pixels(again.images[0]), pixels(reference.images[0]))
+
+
+def test_a_bad_configuration_stops_the_job_with_a_message_naming_the_field(script):
+    bad = preset(regions=[{"x": 0, "y": 0, "width": 64, "height": 64, "cfg_scale": -3}])
+    with pytest.raises(Exception, match=r"regions\[0\]\.cfg_scale: -3 is out of range"):
+        run(script, bad)
+    uncovered = preset(regions=[{"x": 0, "y": 0, "width": 64, "height": 64}])
+    with pytest.raises(Exception, match="covered by no region"):
+        run(script, uncovered)
+
+
+def test_lora_tags_in_region_prompts_are_removed_with_a_warning(script):
+    regions = [{**THREE_REGIONS[0], "prompt": "a red barn <lora:barnstyle:0.8>"}, *THREE_REGIONS[1:]]
+    res = run(script, preset(tiles=TILES, regions=regions))
+    assert "Mixture of Diffusers warnings" in res.infotexts[0]
+    assert "lora:barnstyle" in res.infotexts[0]
