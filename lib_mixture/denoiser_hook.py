@@ -19,7 +19,7 @@ full-size.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -39,12 +39,15 @@ class HostHooks:
     that, while open, records the host's per-call live previews into the list it yields
     instead of showing them; ``show_preview(latent)`` shows one. ``before_batch(i, n)`` runs
     before host call ``i`` of ``n`` in a step (progress text; it may raise to interrupt).
+    ``around_call(specs)`` is a context manager entered around each host call, for host state
+    that depends on the crop's size (the WebUI's Hypertile splits attention by aspect ratio).
     """
 
     join: Callable[[list, list], tuple[Any, Any]]
     capture_previews: Callable[[], Any] | None = None
     show_preview: Callable[[torch.Tensor], None] | None = None
     before_batch: Callable[[int, int], None] | None = None
+    around_call: Callable[[Sequence[CropSpec]], Any] | None = None
 
 
 @dataclass
@@ -93,7 +96,8 @@ def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tens
         ic = _crop_image_cond(image_cond, specs, rows, x.shape[-2:])
         scale = specs[0].cfg_scale if specs[0].cfg_scale is not None else cond_scale
         den.step = step0  # every crop sees the same schedule index
-        with _previews(hooks) as previews:
+        around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
+        with _previews(hooks) as previews, around:
             out = orig(den, x_in, sigma_in, u, c, scale, s_min_uncond, ic)
         parts = [out, sampler.last_latent if sampler is not None else out]
         parts.append(previews[-1] if previews else parts[1])

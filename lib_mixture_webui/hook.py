@@ -9,6 +9,8 @@ never wraps twice; the wrapper looks up the current handler at call time.
 from __future__ import annotations
 
 import contextlib
+import sys
+import weakref
 from typing import Any
 
 from modules import sd_samplers_cfg_denoiser, sd_samplers_common, shared
@@ -87,5 +89,41 @@ def _show_preview(latent: Any) -> None:
     sd_samplers_common.store_latent(latent)
 
 
+_HYPERTILE_PARAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _hypertile_params() -> list:
+    """The built-in Hypertile's per-layer settings on the current UNet, if it hooked any."""
+    model = getattr(shared.sd_model, "model", None)
+    layers = getattr(model, "__webui_hypertile_layers", None) if model is not None else None
+    if not layers:
+        return []
+    found = _HYPERTILE_PARAMS.get(model)
+    if found is None or len(found) != len(layers):
+        found = [getattr(m, "__webui_hypertile_params") for name, m in model.named_modules() if name in layers]
+        _HYPERTILE_PARAMS[model] = found
+    return found
+
+
+@contextlib.contextmanager
+def _around_call(specs):
+    """Hypertile splits attention using the canvas's aspect ratio; a crop has its own."""
+    params = [p for p in _hypertile_params() if p.enabled]
+    hypertile = sys.modules.get("hypertile")
+    if not params or hypertile is None:
+        yield
+        return
+    width, height = specs[0].box.width * 8, specs[0].box.height * 8
+    tile = min(hypertile.largest_tile_size_available(width, height), getattr(shared.opts, "hypertile_max_tile_unet", 256))
+    saved = [(p, p.aspect_ratio, p.tile_size) for p in params]
+    for p in params:
+        p.aspect_ratio, p.tile_size = width / height, tile
+    try:
+        yield
+    finally:
+        for p, aspect, size in saved:
+            p.aspect_ratio, p.tile_size = aspect, size
+
+
 _HOOKS = HostHooks(join=region_conds.join, capture_previews=_capture_previews, show_preview=_show_preview,
-                   before_batch=_before_batch)
+                   before_batch=_before_batch, around_call=_around_call)

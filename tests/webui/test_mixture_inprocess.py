@@ -225,3 +225,33 @@ def test_lora_tags_in_region_prompts_are_removed_with_a_warning(script):
     res = run(script, preset(tiles=TILES, regions=regions))
     assert "Mixture of Diffusers warnings" in res.infotexts[0]
     assert "lora:barnstyle" in res.infotexts[0]
+
+
+def test_hypertile_splits_attention_with_each_crops_own_aspect_ratio(script, host):
+    """The built-in Hypertile is configured with the canvas's aspect ratio; a crop has its own,
+    and a wrong one makes Hypertile cut the crop's tokens into the wrong grid."""
+    from modules import script_callbacks, shared
+
+    sys.path.insert(0, str(Path(os.environ["MOD_WEBUI_DIR"]) / "extensions-builtin" / "hypertile"))
+    import hypertile
+
+    model = shared.sd_model.model
+    hypertile.hypertile_hook_model(model, W, H, enable=True, swap_size=1, max_depth=3, tile_size_max=128)
+    params = [getattr(m, "__webui_hypertile_params") for name, m in model.named_modules()
+              if name in getattr(model, "__webui_hypertile_layers")]
+    seen = []
+
+    def record(p):
+        seen.append((tuple(p.x.shape[-2:]), {round(q.aspect_ratio, 4) for q in params}))
+    script_callbacks.on_cfg_denoiser(record)
+    try:
+        regions = [{"x": 0, "y": 0, "width": 64, "height": 128, "prompt": "a tall tower"}]
+        res = run(script, preset(tiles={"width": 128, "height": 96, "overlap": 32, "batch_size": 4}, regions=regions))
+    finally:
+        script_callbacks.remove_callbacks_for_function(record)
+        hypertile.hypertile_hook_model(model, W, H, enable=False)
+    assert res.images[0].size == (W, H)
+    for (h, w), aspects in seen:
+        assert aspects == {round(w / h, 4)}  # the crop's own, not the canvas's 1.5
+    assert {round(w / h, 4) for (h, w), _ in seen} == {round(16 / 12, 4), 0.5}
+    assert {round(q.aspect_ratio, 4) for q in params} == {1.5}  # the canvas's again afterwards
