@@ -255,3 +255,33 @@ def test_hypertile_splits_attention_with_each_crops_own_aspect_ratio(script, hos
         assert aspects == {round(w / h, 4)}  # the crop's own, not the canvas's 1.5
     assert {round(w / h, 4) for (h, w), _ in seen} == {round(16 / 12, 4), 0.5}
     assert {round(q.aspect_ratio, 4) for q in params} == {1.5}  # the canvas's again afterwards
+
+
+def test_region_seed_replaces_the_initial_noise_inside_its_box_only(script):
+    from modules import rng, script_callbacks
+
+    captured = []
+
+    def grab(params):
+        if not captured:
+            captured.append(params.denoiser.p._mod_job.noise[False].clone())
+    script_callbacks.on_cfg_denoiser(grab)
+    try:
+        regions = [{"x": 64, "y": 32, "width": 64, "height": 64, "prompt": "a lake", "seed": 1234}]
+        run(script, preset(tiles=TILES, regions=regions), seed=11, batch_size=2)
+    finally:
+        script_callbacks.remove_callbacks_for_function(grab)
+    noise = captured[0]
+    main = rng.ImageRNG(noise.shape[1:], [11, 12]).next()
+    own = rng.ImageRNG(noise.shape[1:], [1234, 1235]).next()  # region seed + image index
+    inside = (slice(None), slice(None), slice(4, 12), slice(8, 16))
+    assert torch_equal(noise[inside], own[inside])
+    outside = noise.clone()
+    outside[inside] = main[inside]
+    assert torch_equal(outside, main)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a.cpu(), b.cpu())
