@@ -49,12 +49,28 @@ def dispatch(original, den, job, x, sigma, uncond, cond, cond_scale, s_min_uncon
     if job.error is not None:
         raise job.error
     p = den.p
+    if _switch_refiner(den, sigma):
+        # The refiner is loaded now: its own conds replace the base model's, and region conds
+        # are encoded again with it (the cache key includes the checkpoint).
+        cond, uncond = den.sampler.sampler_extra_args["cond"], den.sampler.sampler_extra_args["uncond"]
+        job.forget_passes()
     state = job.pass_state(p, den, x, uncond)
     if state is None:
         return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
     _refuse_unsupported()
     return mixture_forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state,
                            _HOOKS)
+
+
+def _switch_refiner(den, sigma) -> bool:
+    """Switch to the refiner before the crops, not inside the first crop's host call, where
+    it would replace that crop's region conds with the main ones (1.6 takes no sigma)."""
+    if getattr(den.p, "refiner_checkpoint_info", None) is None:
+        return False
+    try:
+        return bool(sd_samplers_common.apply_refiner(den, sigma))
+    except TypeError:
+        return bool(sd_samplers_common.apply_refiner(den))
 
 
 def _refuse_unsupported() -> None:

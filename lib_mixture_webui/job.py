@@ -48,6 +48,9 @@ class Job:
         passes = self.preset.passes
         return passes == "both" or passes == ("hires" if hires else "first")
 
+    def forget_passes(self) -> None:
+        self._passes.clear()
+
     def pass_state(self, p: Any, den: Any, x: torch.Tensor, uncond: Any) -> PassState | None:
         """The mixture state for the pass this call belongs to, built on its first step.
 

@@ -285,3 +285,30 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a.cpu(), b.cpu())
+
+
+def test_refiner_switch_mid_job_reencodes_region_conds(script, tmp_path_factory):
+    import shutil
+
+    import tiny_checkpoint
+    from modules import sd_models, shared
+
+    from lib_mixture_webui import conds
+
+    base_info = shared.sd_model.sd_checkpoint_info
+    folder = Path(sd_models.model_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    built = tiny_checkpoint.build_tiny_checkpoint(tmp_path_factory.mktemp("refiner"), seed=99, name="tiny-refiner")
+    for suffix in (".safetensors", ".yaml"):
+        shutil.copy(built.with_suffix(suffix), folder / f"tiny-refiner{suffix}")
+    sd_models.list_models()
+    conds.clear_cache()
+    try:
+        res = run(script, preset(tiles=TILES, regions=THREE_REGIONS), steps=4, refiner_checkpoint="tiny-refiner",
+                  refiner_switch_at=0.5)
+        assert res.images[0].size == (W, H)
+        assert "Refiner: tiny-refiner" in res.infotexts[0]
+        checkpoints = {key[0][5] for key, _ in conds._CACHE}  # cached_params: the checkpoint info
+        assert len(checkpoints) == 2  # region conds encoded by the base model, then by the refiner
+    finally:
+        sd_models.reload_model_weights(info=base_info)
