@@ -64,12 +64,14 @@ class CompiledMixture:
                              f"{(self.height, self.width)}")
         rows_per_crop = x.shape[0]
         outputs: list[torch.Tensor] | None = None
+        dtypes: list[torch.dtype] = []
         single = True
         for number, batch in enumerate(self.batches):
             if on_batch is not None:
                 on_batch(number, len(self.batches))
             specs = [self.crops[i] for i in batch]
-            x_in = torch.cat([_crop(x, s.box) for s in specs]) if len(specs) > 1 else _crop(x, specs[0].box)
+            # A copy, never a view: a host that edits its input in place must not touch x.
+            x_in = torch.cat([_crop(x, s.box) for s in specs]) if len(specs) > 1 else _crop(x, specs[0].box).contiguous()
             sigma_in = _repeat_rows(sigma, len(specs), rows_per_crop)
             pred = predict(x_in, sigma_in, specs)
             single = isinstance(pred, torch.Tensor)
@@ -78,13 +80,15 @@ class CompiledMixture:
                 # float32 accumulation, so fp16 predictions still sum their weights to 1.
                 outputs = [x.new_zeros((rows_per_crop, *p.shape[1:-2], self.height, self.width),
                                        dtype=torch.promote_types(p.dtype, torch.float32)) for p in preds]
+                dtypes = [p.dtype for p in preds]
             for k, index in enumerate(batch):
                 rows, cols = self.crops[index].box.slices()
                 w = self.weights[index]
                 for out, p in zip(outputs, preds):
                     out[:, :, rows, cols].addcmul_(p[k * rows_per_crop:(k + 1) * rows_per_crop], w)
+            del x_in, pred, preds  # free this batch before the next one is built: memory stays one batch
         assert outputs is not None, "a compiled mixture always has at least one batch"
-        mixed = tuple(out.to(p_dtype) for out, p_dtype in zip(outputs, _dtypes(pred)))
+        mixed = tuple(out.to(dtype) for out, dtype in zip(outputs, dtypes))
         return mixed[0] if single else mixed
 
 
@@ -154,7 +158,3 @@ def _repeat_rows(value: Any, copies: int, rows: int) -> Any:
     if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == rows and copies > 1:
         return value.repeat(copies, *([1] * (value.ndim - 1)))
     return value
-
-
-def _dtypes(pred: Prediction) -> list[torch.dtype]:
-    return [pred.dtype] if isinstance(pred, torch.Tensor) else [p.dtype for p in pred]
