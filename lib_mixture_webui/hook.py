@@ -9,6 +9,7 @@ never wraps twice; the wrapper looks up the current handler at call time.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import weakref
 from typing import Any
@@ -41,10 +42,6 @@ def install() -> None:
     setattr(cls, _HANDLER, dispatch)
 
 
-def installed() -> bool:
-    return getattr(sd_samplers_cfg_denoiser.CFGDenoiser.forward, "_mod_wrapper", False)
-
-
 def dispatch(original, den, job, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
     if job.error is not None:
         raise job.error
@@ -67,10 +64,9 @@ def _switch_refiner(den, sigma) -> bool:
     it would replace that crop's region conds with the main ones (1.6 takes no sigma)."""
     if getattr(den.p, "refiner_checkpoint_info", None) is None:
         return False
-    try:
-        return bool(sd_samplers_common.apply_refiner(den, sigma))
-    except TypeError:
-        return bool(sd_samplers_common.apply_refiner(den))
+    apply = sd_samplers_common.apply_refiner
+    takes_sigma = len(inspect.signature(apply).parameters) >= 2
+    return bool(apply(den, sigma) if takes_sigma else apply(den))
 
 
 def _refuse_unsupported() -> None:
