@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import gradio as gr
 
 from modules import scripts
+from modules.ui_components import ToolButton
 
 from lib_mixture.cli import bundled_presets
-from lib_mixture.preset import Preset, PresetError, TileGrid, load_preset, loads_preset, parse_preset
-from lib_mixture_webui import hook
+from lib_mixture.preset import PASSES, Preset, PresetError, TileGrid, load_preset, loads_preset
+from lib_mixture.weights import DEFAULT_VARIANCE, KINDS
+from lib_mixture_webui import hook, user_presets
 from lib_mixture_webui.args import INFOTEXT_KEY, infotext_value, pasted_config, read_args
 from lib_mixture_webui.job import Job
 
@@ -33,8 +36,14 @@ class MixtureOfDiffusersScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        # Side-effect free: the API builds this UI again to learn the default values.
+        # Side-effect free: the API builds this UI again to learn the default values. The whole
+        # configuration is the one JSON text `config`; the controls and the region editor
+        # (javascript/mixture_of_diffusers.js) write it and follow it.
         tab = "img2img" if is_img2img else "txt2img"
+
+        def eid(name):
+            return f"mod_{tab}_{name}"
+
         if InputAccordion is not None:
             enabled = InputAccordion(False, label="Mixture of Diffusers", elem_id=f"mod_{tab}_enabled")
             container = enabled
@@ -43,26 +52,68 @@ class MixtureOfDiffusersScript(scripts.Script):
         with container:
             if InputAccordion is None:
                 enabled = gr.Checkbox(False, label="Enable", elem_id=f"mod_{tab}_enabled")
-            with gr.Row():
-                preset_name = gr.Dropdown(choices=list(bundled_presets()), value=None, label="Preset",
-                                          elem_id=f"mod_{tab}_preset",
-                                          info="Bundled layouts: the paper's compositions and tile grids")
-                load = gr.Button("Load preset", elem_id=f"mod_{tab}_load")
-            with gr.Row():
-                tile_w = gr.Slider(64, 2048, 768, step=8, label="Tile width (px)", elem_id=f"mod_{tab}_tile_w")
-                tile_h = gr.Slider(64, 2048, 768, step=8, label="Tile height (px)", elem_id=f"mod_{tab}_tile_h")
-                overlap = gr.Slider(0, 1024, 64, step=8, label="Minimum tile overlap (px)",
-                                    elem_id=f"mod_{tab}_overlap")
-                batch = gr.Slider(1, 16, 4, step=1, label="Tile batch size", elem_id=f"mod_{tab}_batch",
-                                  info="Crops per model call: speed and memory only, the image does not change")
-            set_tiles = gr.Button("Apply tile settings", elem_id=f"mod_{tab}_apply_tiles")
-            config = gr.Code(DEFAULT_CONFIG, language="json", label="Configuration (preset JSON: tiles, regions, passes)",
-                             elem_id=f"mod_{tab}_config", interactive=True)
-            status = gr.HTML("", elem_id=f"mod_{tab}_status")
+            with gr.Row(elem_classes=["mod-controls"]):
+                gr.Radio(list(MODES), value="tiles", label="Mode", elem_id=eid("mode"),
+                         info="tiles: one grid, main prompt; regions: your boxes; both")
+                gr.Radio(list(PASSES), value="both", label="Hires fix passes", elem_id=eid("passes"),
+                         visible=not is_img2img, info="which passes are mixed when hires fix is on")
+                gr.Radio(list(KINDS), value="gaussian", label="Weighting", elem_id=eid("weighting"),
+                         info="how crops fade into each other")
+                gr.Slider(0.001, 1.0, DEFAULT_VARIANCE, step=0.001, label="Gaussian variance", elem_id=eid("variance"),
+                          info="0.001 to 1 (paper: 0.01); larger = softer")
+            with gr.Row(elem_classes=["mod-controls"]):
+                gr.Slider(64, 4096, 768, step=8, label="Tile width (px)", elem_id=eid("tile_w"),
+                          info="64 to 4096, snapped to 8")
+                gr.Slider(64, 4096, 768, step=8, label="Tile height (px)", elem_id=eid("tile_h"),
+                          info="64 to 4096, snapped to 8")
+                gr.Slider(0, 1024, 64, step=8, label="Minimum tile overlap (px)", elem_id=eid("overlap"),
+                          info="0 to tile size - 8, snapped to 8")
+                gr.Slider(1, 64, 4, step=1, label="Tile batch size", elem_id=eid("batch"),
+                          info="1 to 64 crops per model call")
+            with gr.Row(elem_classes=["mod-tile-presets"]):
+                for key, label in TILE_PRESET_BUTTONS:
+                    gr.Button(label, size="sm", elem_id=eid(key), elem_classes=["mod-tile-preset"])
+            gr.HTML(_editor_html(tab), elem_id=eid("editor"))
+            problems = gr.HTML("", elem_id=eid("problems"))
+            with gr.Row(elem_classes=["mod-presets"], equal_height=False):
+                preset_name = gr.Dropdown(choices=_preset_choices(), value=None, label="Preset", scale=4,
+                                          elem_id=eid("preset"))
+                refresh = ToolButton("\U0001f504", elem_id=eid("refresh"))
+                load = gr.Button("Load", elem_id=eid("load"), elem_classes=["mod-preset-button"])
+                delete = gr.Button("Delete", elem_id=eid("delete"), elem_classes=["mod-preset-button"])
+            with gr.Row(elem_classes=["mod-presets"], equal_height=False):
+                save_name = gr.Textbox("", label="Save as", placeholder="name of your preset", max_lines=1, scale=4,
+                                       elem_id=eid("save_name"))
+                save = gr.Button("Save", elem_id=eid("save"), elem_classes=["mod-preset-button"])
+                upload = gr.UploadButton("Import", file_types=[".json"], file_count="single", elem_id=eid("import"),
+                                         elem_classes=["mod-preset-button"])
+                gr.Button("Export", elem_id=eid("export"), elem_classes=["mod-preset-button"])
+            with gr.Row(visible=False, elem_id=eid("confirm"), elem_classes=["mod-confirm"]) as confirm_row:
+                confirm_text = gr.HTML("", elem_id=eid("confirm_text"))
+                confirm_yes = gr.Button("Yes", variant="stop", elem_id=eid("confirm_yes"))
+                confirm_no = gr.Button("Cancel", elem_id=eid("confirm_no"))
+            status = gr.HTML("", elem_id=eid("status"))
+            pending = gr.State("")
+            with gr.Accordion("Preset JSON (the whole configuration)", open=False, elem_id=eid("json")):
+                config = gr.Textbox(DEFAULT_CONFIG, lines=10, max_lines=40, label="Configuration (preset JSON)",
+                                    elem_id=eid("config"), elem_classes=["mod-config"],
+                                    info="What the panel sends to the generation and writes into the infotext. "
+                                         "The editor and the controls write it; edit it here and they follow.")
 
+        confirm_outputs = [confirm_row, confirm_text, pending]
+        refresh.click(fn=_refresh_choices, inputs=[preset_name], outputs=[preset_name])
         load.click(fn=_load_preset, inputs=[preset_name], outputs=[config, status])
-        set_tiles.click(fn=_set_tiles, inputs=[config, tile_w, tile_h, overlap, batch], outputs=[config, status])
-        config.change(fn=_check, inputs=[config], outputs=[status])
+        save.click(fn=_save_preset, inputs=[config, save_name],
+                   outputs=[config, status, preset_name, *confirm_outputs])
+        delete.click(fn=_ask_delete, inputs=[preset_name], outputs=[status, *confirm_outputs])
+        confirm_yes.click(fn=_confirmed, inputs=[pending, config],
+                          outputs=[config, status, preset_name, *confirm_outputs])
+        confirm_no.click(fn=_cancelled, inputs=[], outputs=[status, *confirm_outputs])
+        upload.upload(fn=_import_preset, inputs=[upload], outputs=[config, status])
+        config.change(fn=_check, inputs=[config], outputs=[problems], show_progress=False)
+        # The editor follows every change of the JSON (its own, a preset, a paste, a hand edit).
+        config.change(fn=None, _js=f"function(text){{ if (window.MoD) MoD.configChanged('{tab}', text); }}",
+                      inputs=[config])
 
         self.infotext_fields = [
             (enabled, lambda params: pasted_config(params) is not None),
@@ -104,26 +155,105 @@ class MixtureOfDiffusersScript(scripts.Script):
 
 
 
-def _load_preset(name):
-    if not name:
+MODES = ("tiles", "regions", "both")  # the panel's view of a preset: a tile grid, regions, or both
+MODE_INFO = ("tiles: a grid driven by the main prompt (large images, upscaling); regions: your boxes, each "
+             "with its own prompt; both: the grid with regions on top")
+# Buttons the editor's script handles: the size and the tile grid of an upscale in one click.
+TILE_PRESET_BUTTONS = (("up2x", "2x"), ("upqhd", "QHD 2560\u00d71440"), ("up4k", "4K UHD 3840\u00d72160"))
+
+
+def _editor_html(tab):
+    return (f'<div class="mod-editor" data-tab="{tab}">'
+            '<div class="mod-editor-placeholder">The region editor needs the page\'s JavaScript; the '
+            'configuration below still works.</div></div>')
+
+
+def _preset_choices():
+    try:
+        return user_presets.choices()
+    except OSError:  # an unreadable presets folder: the bundled ones still work
+        return [f"{user_presets.BUNDLED}/{name}" for name in bundled_presets()]
+
+
+def _refresh_choices(current):
+    labels = _preset_choices()
+    return gr.update(choices=labels, value=current if current in labels else None)
+
+
+def _load_preset(label):
+    if not label:
         return gr.update(), "Choose a preset first."
     try:
-        preset = load_preset(bundled_presets()[name])
-    except (KeyError, PresetError) as e:
-        return gr.update(), _error_html(e)
-    return preset.to_json(), f"Loaded <b>{name}</b>."
-
-
-def _set_tiles(text, tile_w, tile_h, overlap, batch):
-    try:
-        obj = json.loads(text) if text and text.strip() else {"version": 1}
-    except json.JSONDecodeError as e:
-        return gr.update(), _error_html(e)
-    obj["tiles"] = {"width": int(tile_w), "height": int(tile_h), "overlap": int(overlap), "batch_size": int(batch)}
-    try:
-        return parse_preset(obj).to_json(), "Tile settings applied."
+        preset = user_presets.load(label)
+    except KeyError:
+        return gr.update(), _error_html(f"no preset '{label}' (deleted or renamed? press \U0001f504)")
     except PresetError as e:
         return gr.update(), _error_html(e)
+    return preset.to_json(), f"Loaded <b>{html.escape(label)}</b>."
+
+
+_NO_CONFIRM = (gr.update(visible=False), "", "")
+
+
+def _save_preset(text, name, overwrite=False):
+    try:
+        path = user_presets.save(text, name, overwrite=overwrite)
+    except FileExistsError:
+        clean = user_presets.safe_name(name)
+        question = (f"A preset named <b>{html.escape(clean)}</b> exists. Replace it with the current "
+                    "configuration?")
+        return (gr.update(), "", gr.update(), gr.update(visible=True), question,
+                json.dumps({"action": "overwrite", "name": clean}))
+    except (ValueError, PresetError, OSError) as e:
+        return (gr.update(), _error_html(f"not saved: {e}"), gr.update(), *_NO_CONFIRM)
+    label = user_presets.label_for(user_presets.USER, path.stem)
+    saved = load_preset(path)
+    return (saved.to_json(), f"Saved <b>{html.escape(label)}</b> to <code>{html.escape(str(path))}</code>.",
+            gr.update(choices=_preset_choices(), value=label), *_NO_CONFIRM)
+
+
+def _ask_delete(label):
+    try:
+        kind, name, path = user_presets.resolve(label)
+    except KeyError:
+        return ("Choose one of your presets (user/...) first.", *_NO_CONFIRM)
+    if kind != user_presets.USER:
+        return (f"<b>{html.escape(label)}</b> is bundled with the extension; only your own presets can be deleted.",
+                *_NO_CONFIRM)
+    question = f"Delete your preset <b>{html.escape(name)}</b> (<code>{html.escape(str(path))}</code>)?"
+    return ("", gr.update(visible=True), question, json.dumps({"action": "delete", "label": label}))
+
+
+def _confirmed(pending, text):
+    try:
+        job = json.loads(pending) if pending else {}
+    except json.JSONDecodeError:
+        job = {}
+    if job.get("action") == "overwrite":
+        return _save_preset(text, job.get("name", ""), overwrite=True)
+    if job.get("action") == "delete":
+        try:
+            path = user_presets.delete(job.get("label", ""))
+        except (KeyError, ValueError, OSError) as e:
+            return (gr.update(), _error_html(f"not deleted: {e}"), gr.update(), *_NO_CONFIRM)
+        return (gr.update(), f"Deleted <code>{html.escape(str(path))}</code>.",
+                gr.update(choices=_preset_choices(), value=None), *_NO_CONFIRM)
+    return (gr.update(), "", gr.update(), *_NO_CONFIRM)
+
+
+def _cancelled():
+    return ("Cancelled.", *_NO_CONFIRM)
+
+
+def _import_preset(file):
+    path = getattr(file, "name", file)
+    if not path:
+        return gr.update(), "No file."
+    try:
+        preset = user_presets.import_file(path)
+    except PresetError as e:
+        return gr.update(), _error_html(e)
+    return preset.to_json(), "Imported the file; <b>Save</b> keeps it among your presets."
 
 
 def _check(text):
@@ -135,6 +265,4 @@ def _check(text):
 
 
 def _error_html(error):
-    import html
-
-    return f"<pre style='color:var(--error-text-color, #c00);white-space:pre-wrap'>{html.escape(str(error))}</pre>"
+    return f"<pre class='mod-error'>{html.escape(str(error))}</pre>"

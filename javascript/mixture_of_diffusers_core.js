@@ -1,0 +1,733 @@
+/*
+ * Mixture of Diffusers: the pure part of the region editor (no DOM).
+ *
+ * Geometry and snapping (lib_mixture/geometry.py), the tile planner (lib_mixture/planner.py,
+ * lib_mixture/plan.py), the weight profiles (lib_mixture/weights.py), hit testing, a memory
+ * estimate and the editor's state reducer over the preset JSON (lib_mixture/preset.py).
+ * The Python code is the reference: tests/js/core.test.js checks this file against it.
+ *
+ * The WebUI loads every javascript/*.js as a classic script into one global namespace, so
+ * everything here lives in one IIFE and only `MoDCore` is global. In node the same object is
+ * module.exports.
+ */
+(function(root) {
+    "use strict";
+
+    var LATENT = 8; // px per latent cell (Stable Diffusion's VAE factor)
+    var MAX_SIDE = 16384;
+    var MAX_BATCH = 64;
+    var SEED_MAX = 4294967295;
+    var DEFAULT_VARIANCE = 0.01;
+    var DEFAULT_BATCH_SIZE = 4; // lib_mixture/plan.py: regions-only presets
+    var DEFAULT_TILES = {width: 768, height: 768, overlap: 64, batch_size: 4}; // preset.TileGrid()
+    var MODES = ["tiles", "regions", "both"];
+    var PASSES = ["first", "hires", "both"];
+    var KINDS = ["gaussian", "constant"];
+    var PROMPT_MODES = ["replace", "append"];
+    var TOP_KEYS = ["version", "name", "units", "canvas", "tiles", "weights", "regions", "passes"];
+
+    // Peak memory estimate (sampling only, SD 1.5 in fp16). See estimateMemory.
+    var MEMORY_MODEL = {
+        name: "SD 1.5, fp16",
+        weightsBytes: 2.0 * Math.pow(2, 30), // UNet 860M + CLIP-L text 123M + VAE 84M params x 2 bytes
+        bytesPerLatentPixelRow: 32 * 1024, // UNet activations per latent pixel per batch row (assumed)
+    };
+
+    // ------------------------------------------------------------------ geometry
+
+    /** Nearest multiple of grid, halves rounded up (geometry._nearest). */
+    function nearest(value, grid) {
+        grid = grid || LATENT;
+        return Math.floor((value + grid / 2) / grid) * grid;
+    }
+
+    /** plan._round_to: nearest multiple of grid, at least one grid cell. */
+    function roundTo(value, grid) {
+        grid = grid || LATENT;
+        return Math.max(grid, Math.floor(value / grid + 0.5) * grid);
+    }
+
+    function clamp(v, lo, hi) {
+        return v < lo ? lo : v > hi ? hi : v;
+    }
+
+    /** geometry.snap_box: edges to the nearest grid line, clamped to the canvas, never empty. */
+    function snapBox(x, y, width, height, canvasWidth, canvasHeight, grid) {
+        grid = grid || LATENT;
+        var left = nearest(x, grid), top = nearest(y, grid);
+        var right = nearest(x + width, grid), bottom = nearest(y + height, grid);
+        left = Math.min(Math.max(left, 0), canvasWidth - grid);
+        top = Math.min(Math.max(top, 0), canvasHeight - grid);
+        right = Math.min(Math.max(right, left + grid), canvasWidth);
+        bottom = Math.min(Math.max(bottom, top + grid), canvasHeight);
+        return {x: left, y: top, width: right - left, height: bottom - top};
+    }
+
+    /** The canvas the WebUI really samples: whole latent cells (floor to the grid, at least one). */
+    function canvasSize(width, height, grid) {
+        grid = grid || LATENT;
+        return {
+            width: Math.max(grid, Math.floor((+width || 0) / grid) * grid),
+            height: Math.max(grid, Math.floor((+height || 0) / grid) * grid),
+        };
+    }
+
+    // ------------------------------------------------------------------ planner
+
+    /** planner.plan_axis, in latent cells: the fewest evenly spread tiles with overlap >= minOverlap. */
+    function planAxis(length, tile, minOverlap) {
+        if (!(length > 0) || !(tile > 0)) throw new Error("canvas and tile sizes must be positive");
+        if (tile >= length) return {size: length, starts: [0]};
+        if (!(minOverlap >= 0 && minOverlap < tile)) {
+            throw new Error("overlap " + minOverlap + " must be in [0, " + (tile - 1) + "] latent cells (below the tile size)");
+        }
+        var count = 1 + Math.ceil((length - tile) / (tile - minOverlap));
+        var span = length - tile;
+        var starts = [];
+        for (var i = 0; i < count; i++) starts.push(Math.floor((i * span + Math.floor((count - 1) / 2)) / (count - 1)));
+        return {size: tile, starts: starts};
+    }
+
+    function axisOverlaps(axis) {
+        var out = [];
+        for (var i = 1; i < axis.starts.length; i++) out.push(axis.size - (axis.starts[i] - axis.starts[i - 1]));
+        return out;
+    }
+
+    /** planner.plan_tiles: pixel sizes (multiples of the grid), overlap rounded up to the grid. */
+    function planTiles(canvasWidth, canvasHeight, tileWidth, tileHeight, overlap, factor) {
+        factor = factor || LATENT;
+        var ox = typeof overlap === "object" ? overlap.x : overlap;
+        var oy = typeof overlap === "object" ? overlap.y : overlap;
+        var checks = [["canvas width", canvasWidth], ["canvas height", canvasHeight], ["tile width", tileWidth], ["tile height", tileHeight]];
+        checks.forEach(function(c) {
+            if (!(c[1] > 0) || c[1] % factor) throw new Error(c[0] + " " + c[1] + " must be a positive multiple of " + factor);
+        });
+        var cols = planAxis(canvasWidth / factor, tileWidth / factor, Math.ceil(ox / factor));
+        var rows = planAxis(canvasHeight / factor, tileHeight / factor, Math.ceil(oy / factor));
+        var tiles = [];
+        rows.starts.forEach(function(ry) {
+            cols.starts.forEach(function(cx) {
+                tiles.push({x: cx * factor, y: ry * factor, width: cols.size * factor, height: rows.size * factor});
+            });
+        });
+        return {
+            canvasWidth: canvasWidth, canvasHeight: canvasHeight, tiles: tiles, columns: cols, rows: rows,
+            tileWidth: cols.size * factor, tileHeight: rows.size * factor, requestedOverlap: {x: ox, y: oy},
+            overlapsX: axisOverlaps(cols).map(function(o) { return o * factor; }),
+            overlapsY: axisOverlaps(rows).map(function(o) { return o * factor; }),
+        };
+    }
+
+    /** planner.model_calls_per_step */
+    function modelCallsPerStep(groupSizes, batchSize) {
+        if (!(batchSize >= 1)) throw new Error("batch_size must be at least 1");
+        return groupSizes.reduce(function(sum, n) { return sum + Math.ceil(n / batchSize); }, 0);
+    }
+
+    function overlapOf(tiles) {
+        var o = tiles.overlap === undefined ? DEFAULT_TILES.overlap : tiles.overlap;
+        return typeof o === "object" && o !== null ? {x: o.x, y: o.y} : {x: o, y: o};
+    }
+
+    /**
+     * plan.build_plan on a canvas of width x height px: tiles, snapped region boxes, crops,
+     * model calls per step and redundancy. `preset` is a decoded preset object (defaults
+     * filled in as lib_mixture/preset.py does). Returns {problems: [...]} when the preset
+     * cannot be placed, as build_plan raises PresetError.
+     */
+    function buildPlan(preset, width, height, batchSize) {
+        var factor = LATENT, problems = [];
+        if (width === undefined || width === null || height === undefined || height === null) {
+            if (!preset.canvas) return {problems: ["canvas: the canvas size is unknown"]};
+            width = width == null ? preset.canvas.width : width;
+            height = height == null ? preset.canvas.height : height;
+        }
+        [["width", width], ["height", height]].forEach(function(c) {
+            if (!Number.isInteger(c[1]) || c[1] < factor || c[1] % factor) {
+                problems.push("canvas." + c[0] + ": " + c[1] + " must be a positive multiple of " + factor + " px");
+            }
+        });
+        if (problems.length) return {problems: problems};
+        var tiles = null;
+        if (preset.tiles) {
+            var t = tileSettings(preset.tiles);
+            var tw = Math.min(roundTo(t.width, factor), width), th = Math.min(roundTo(t.height, factor), height);
+            try {
+                tiles = planTiles(width, height, tw, th, overlapOf(t), factor);
+            } catch (e) {
+                return {problems: ["tiles: " + e.message]};
+            }
+        }
+        var sx = 1, sy = 1;
+        if (preset.units === "fraction") {
+            sx = width; sy = height;
+        } else if (preset.canvas) {
+            sx = width / preset.canvas.width; sy = height / preset.canvas.height;
+        }
+        var regions = [];
+        (preset.regions || []).forEach(function(r, i) {
+            var x = r.x * sx, y = r.y * sy, w = r.width * sx, h = r.height * sy;
+            if (x >= width || y >= height) {
+                problems.push("regions[" + i + "]: box starts at (" + x + ", " + y + ") px, outside the " + width + "x" + height + " canvas");
+                return;
+            }
+            if (x + w > width + factor / 2 || y + h > height + factor / 2) {
+                problems.push("regions[" + i + "]: box reaches past the " + width + "x" + height + " canvas");
+                return;
+            }
+            regions.push({index: i, region: r, requested: [x, y, w, h], box: snapBox(x, y, w, h, width, height, factor)});
+        });
+        if (problems.length) return {problems: problems};
+        if (!tiles && !regions.length) return {problems: ["regions: the preset has neither a tile grid nor any region"]};
+        var size = batchSize != null ? batchSize : (preset.tiles ? tileSettings(preset.tiles).batch_size : DEFAULT_BATCH_SIZE);
+        var weights = weightSettings(preset.weights);
+        var crops = [];
+        if (tiles) {
+            tiles.tiles.forEach(function(b, i) {
+                crops.push({box: b, cond: "main", tile: i, cfg_scale: null, weight: 1});
+            });
+        }
+        regions.forEach(function(r) {
+            var cfg = r.region.cfg_scale === undefined ? null : r.region.cfg_scale;
+            crops.push({box: r.box, cond: r.index, cfg_scale: cfg, weight: r.region.weight === undefined ? 1 : r.region.weight});
+        });
+        var groups = {}, order = [];
+        crops.forEach(function(c) {
+            var key = (c.box.width / factor) + "x" + (c.box.height / factor) + "@" + c.cfg_scale;
+            if (!(key in groups)) { groups[key] = {count: 0, area: c.box.width * c.box.height / (factor * factor)}; order.push(key); }
+            groups[key].count += 1;
+        });
+        var area = crops.reduce(function(s, c) { return s + c.box.width * c.box.height; }, 0);
+        return {
+            width: width, height: height, factor: factor, tiles: tiles, regions: regions, crops: crops,
+            weights: weights, batchSize: size,
+            groups: order.map(function(k) { return groups[k]; }),
+            modelCallsPerStep: modelCallsPerStep(order.map(function(k) { return groups[k].count; }), size),
+            redundancy: area / (width * height),
+        };
+    }
+
+    /** The JSON object `python -m lib_mixture plan --json` prints (the parts both sides compute). */
+    function planSummary(plan) {
+        var t = plan.tiles;
+        return {
+            canvas: {width: plan.width, height: plan.height, latent_width: plan.width / LATENT, latent_height: plan.height / LATENT},
+            tile_grid: t ? {
+                tile_width: t.tileWidth, tile_height: t.tileHeight, columns: t.columns.starts.length, rows: t.rows.starts.length,
+                requested_overlap: {x: t.requestedOverlap.x, y: t.requestedOverlap.y}, overlaps_x: t.overlapsX, overlaps_y: t.overlapsY,
+            } : null,
+            tiles: t ? t.tiles.map(boxList) : [],
+            regions: plan.regions.map(function(r) { return {index: r.index, box: boxList(r.box)}; }),
+            crops: plan.crops.length,
+            batch_size: plan.batchSize,
+            redundancy: plan.redundancy,
+            model_calls_per_step: plan.modelCallsPerStep,
+        };
+    }
+
+    function boxList(b) {
+        return [b.x, b.y, b.width, b.height];
+    }
+
+    // ------------------------------------------------------------------ weights
+
+    /** weights.profile: one axis of a crop's weight map. */
+    function profile(kind, length, variance) {
+        variance = variance === undefined ? DEFAULT_VARIANCE : variance;
+        var out = new Array(length);
+        if (kind === "constant") {
+            for (var i = 0; i < length; i++) out[i] = 1.0;
+            return out;
+        }
+        if (kind !== "gaussian") throw new Error("weights kind must be one of gaussian, constant; got " + kind);
+        if (!(variance > 0)) throw new Error("variance must be > 0, got " + variance);
+        var centre = (length - 1) / 2, scale = 1.0 / Math.sqrt(2 * Math.PI * variance);
+        for (var j = 0; j < length; j++) {
+            var d = (j - centre) / length;
+            out[j] = scale * Math.exp(-(d * d) / (2 * variance));
+        }
+        return out;
+    }
+
+    /**
+     * The normalised weights of every crop of `plan` on the latent canvas, composed into one
+     * colour per latent pixel: sum_i (w_i / sum_j w_j) * colour_i. `colours[i]` is [r, g, b] for
+     * crop i. Returns {width, height, rgb (Float32Array, 3 per cell), total (Float64Array, the
+     * un-normalised sum), uncovered (cells no crop reaches)}.
+     */
+    function weightField(plan, colours) {
+        var lw = plan.width / LATENT, lh = plan.height / LATENT, n = lw * lh;
+        var total = new Float64Array(n), acc = new Float64Array(n * 3);
+        var kind = plan.weights.kind, variance = plan.weights.variance, cache = {};
+        plan.crops.forEach(function(c, ci) {
+            var bx = c.box.x / LATENT, by = c.box.y / LATENT, bw = c.box.width / LATENT, bh = c.box.height / LATENT;
+            var kx = "w" + bw, ky = "h" + bh;
+            var px = cache[kx] || (cache[kx] = profile(kind, bw, variance));
+            var py = cache[ky] || (cache[ky] = profile(kind, bh, variance));
+            var col = colours ? colours[ci % colours.length] : [0, 0, 0];
+            var weight = c.weight;
+            for (var yy = 0; yy < bh; yy++) {
+                var row = (by + yy) * lw + bx, wy = py[yy] * weight;
+                for (var xx = 0; xx < bw; xx++) {
+                    var w = wy * px[xx], k = row + xx;
+                    total[k] += w;
+                    acc[3 * k] += w * col[0];
+                    acc[3 * k + 1] += w * col[1];
+                    acc[3 * k + 2] += w * col[2];
+                }
+            }
+        });
+        var rgb = new Float32Array(n * 3), uncovered = 0;
+        for (var k = 0; k < n; k++) {
+            var s = total[k];
+            if (s > 0) {
+                rgb[3 * k] = acc[3 * k] / s; rgb[3 * k + 1] = acc[3 * k + 1] / s; rgb[3 * k + 2] = acc[3 * k + 2] / s;
+            } else {
+                uncovered += 1;
+            }
+        }
+        return {width: lw, height: lh, rgb: rgb, total: total, uncovered: uncovered};
+    }
+
+    /** Normalised weight of crop `index` at latent cell (cx, cy): w_i / sum_j w_j (0 where uncovered). */
+    function normalisedWeightAt(plan, index, cx, cy) {
+        var kind = plan.weights.kind, variance = plan.weights.variance, sum = 0, mine = 0;
+        plan.crops.forEach(function(c, i) {
+            var bx = c.box.x / LATENT, by = c.box.y / LATENT, bw = c.box.width / LATENT, bh = c.box.height / LATENT;
+            if (cx < bx || cy < by || cx >= bx + bw || cy >= by + bh) return;
+            var w = profile(kind, bw, variance)[cx - bx] * profile(kind, bh, variance)[cy - by] * c.weight;
+            sum += w;
+            if (i === index) mine = w;
+        });
+        return sum > 0 ? mine / sum : 0;
+    }
+
+    // ------------------------------------------------------------------ memory and cost
+
+    /**
+     * A rough estimate of the peak GPU memory of sampling with `plan` (not of VAE decoding):
+     *
+     *     peak ~ weights + bytesPerLatentPixelRow x max over model calls (crop latent area x crops in the call x 2)
+     *
+     * The 2 is cond + uncond (the WebUI batches both). `weights` is SD 1.5 in fp16 (about
+     * 2.0 GiB of parameters); `bytesPerLatentPixelRow` (32 KiB) is an assumed calibration for
+     * UNet activations with memory-efficient attention, about 0.25 GiB for one 512x512 crop
+     * with its uncond. It is an estimate: the CUDA context, other extensions, the VAE and the
+     * attention backend all change the real figure.
+     */
+    function estimateMemory(plan, model) {
+        model = model || MEMORY_MODEL;
+        var biggest = 0;
+        plan.groups.forEach(function(g) {
+            biggest = Math.max(biggest, g.area * Math.min(plan.batchSize, g.count) * 2);
+        });
+        var activations = biggest * model.bytesPerLatentPixelRow;
+        return {bytes: model.weightsBytes + activations, weightsBytes: model.weightsBytes, activationBytes: activations,
+            rows: biggest, model: model.name};
+    }
+
+    /** The hires-fix target of txt2img (processing.calculate_target_resolution), floored to the latent grid. */
+    function hiresSize(width, height, scale, resizeX, resizeY) {
+        var x, y;
+        resizeX = resizeX || 0; resizeY = resizeY || 0;
+        if (!resizeX && !resizeY) {
+            x = Math.floor(width * scale); y = Math.floor(height * scale);
+        } else if (!resizeY) {
+            x = resizeX; y = Math.floor(resizeX * height / width);
+        } else if (!resizeX) {
+            x = Math.floor(resizeY * width / height); y = resizeY;
+        } else if (width / height < resizeX / resizeY) {
+            x = resizeX; y = Math.floor(resizeX * height / width);
+        } else {
+            x = Math.floor(resizeY * width / height); y = resizeY;
+        }
+        return canvasSize(x, y);
+    }
+
+    // ------------------------------------------------------------------ hit testing and box edits
+
+    var HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
+
+    function handlePoints(b) {
+        var cx = b.x + b.width / 2, cy = b.y + b.height / 2, r = b.x + b.width, d = b.y + b.height;
+        return {nw: [b.x, b.y], n: [cx, b.y], ne: [r, b.y], e: [r, cy], se: [r, d], s: [cx, d], sw: [b.x, d], w: [b.x, cy]};
+    }
+
+    /**
+     * What is under the point (x, y) (canvas px): a handle of the selected box (within
+     * `radius`), else the topmost box containing it (the last in the list), else nothing.
+     */
+    function hitTest(boxes, x, y, selected, radius) {
+        radius = radius || 6;
+        if (selected >= 0 && selected < boxes.length) {
+            var pts = handlePoints(boxes[selected]);
+            for (var i = 0; i < HANDLES.length; i++) {
+                var p = pts[HANDLES[i]];
+                if (Math.abs(x - p[0]) <= radius && Math.abs(y - p[1]) <= radius) return {kind: "handle", index: selected, handle: HANDLES[i]};
+            }
+        }
+        for (var j = boxes.length - 1; j >= 0; j--) {
+            var b = boxes[j];
+            if (x >= b.x && x < b.x + b.width && y >= b.y && y < b.y + b.height) return {kind: "region", index: j};
+        }
+        return {kind: "none", index: -1};
+    }
+
+    /** A box dragged from (x0, y0) to (x1, y1), edges snapped to the grid, inside the canvas. */
+    function boxFromDrag(x0, y0, x1, y1, canvasWidth, canvasHeight, grid) {
+        grid = grid || LATENT;
+        var l = clamp(nearest(Math.min(x0, x1), grid), 0, canvasWidth - grid);
+        var t = clamp(nearest(Math.min(y0, y1), grid), 0, canvasHeight - grid);
+        var r = clamp(nearest(Math.max(x0, x1), grid), l + grid, canvasWidth);
+        var b = clamp(nearest(Math.max(y0, y1), grid), t + grid, canvasHeight);
+        return {x: l, y: t, width: r - l, height: b - t};
+    }
+
+    /** `box` moved by (dx, dy), its corner snapped to the grid, kept whole inside the canvas. */
+    function moveBox(box, dx, dy, canvasWidth, canvasHeight, grid) {
+        grid = grid || LATENT;
+        var w = Math.min(box.width, canvasWidth), h = Math.min(box.height, canvasHeight);
+        return {
+            x: clamp(nearest(box.x + dx, grid), 0, Math.max(0, canvasWidth - w)),
+            y: clamp(nearest(box.y + dy, grid), 0, Math.max(0, canvasHeight - h)),
+            width: w, height: h,
+        };
+    }
+
+    /** `box` with the edges of `handle` ("n", "se", ...) moved by (dx, dy), snapped, at least one cell. */
+    function resizeBox(box, handle, dx, dy, canvasWidth, canvasHeight, grid) {
+        grid = grid || LATENT;
+        var l = box.x, t = box.y, r = box.x + box.width, b = box.y + box.height;
+        if (handle.indexOf("w") >= 0) l = clamp(nearest(l + dx, grid), 0, r - grid);
+        if (handle.indexOf("e") >= 0) r = clamp(nearest(r + dx, grid), l + grid, canvasWidth);
+        if (handle.indexOf("n") >= 0) t = clamp(nearest(t + dy, grid), 0, b - grid);
+        if (handle.indexOf("s") >= 0) b = clamp(nearest(b + dy, grid), t + grid, canvasHeight);
+        return {x: l, y: t, width: r - l, height: b - t};
+    }
+
+    // ------------------------------------------------------------------ preset objects
+
+    function isObject(v) {
+        return v !== null && typeof v === "object" && !Array.isArray(v);
+    }
+
+    function tileSettings(tiles) {
+        tiles = tiles || {};
+        return {
+            width: tiles.width === undefined ? DEFAULT_TILES.width : tiles.width,
+            height: tiles.height === undefined ? DEFAULT_TILES.height : tiles.height,
+            overlap: tiles.overlap === undefined ? DEFAULT_TILES.overlap : tiles.overlap,
+            batch_size: tiles.batch_size === undefined ? DEFAULT_TILES.batch_size : tiles.batch_size,
+        };
+    }
+
+    function weightSettings(weights) {
+        weights = weights || {};
+        return {kind: weights.kind || "gaussian", variance: weights.variance === undefined ? DEFAULT_VARIANCE : weights.variance};
+    }
+
+    /** A region with every field, in the order Preset.to_dict writes them; unknown keys kept last. */
+    function fullRegion(r) {
+        var out = {
+            x: r.x, y: r.y, width: r.width, height: r.height,
+            prompt: r.prompt === undefined ? "" : r.prompt,
+            negative_prompt: r.negative_prompt === undefined ? "" : r.negative_prompt,
+            prompt_mode: r.prompt_mode === undefined ? "replace" : r.prompt_mode,
+            cfg_scale: r.cfg_scale === undefined ? null : r.cfg_scale,
+            weight: r.weight === undefined ? 1 : r.weight,
+            seed: r.seed === undefined ? -1 : r.seed,
+        };
+        if (r.guide !== undefined && r.guide !== null) out.guide = r.guide;
+        Object.keys(r).forEach(function(k) { if (!(k in out) && k !== "guide") out[k] = r[k]; });
+        return out;
+    }
+
+    /** The preset in Preset.to_dict's key order (unknown keys kept last, for the validator to report). */
+    function canonical(p) {
+        var out = {version: p.version === undefined ? 1 : p.version, name: p.name || "", units: p.units || "px"};
+        if (p.canvas) out.canvas = {width: p.canvas.width, height: p.canvas.height};
+        if (p.tiles) {
+            var t = tileSettings(p.tiles), o = overlapOf(t);
+            out.tiles = {width: t.width, height: t.height, overlap: o.x === o.y ? o.x : {x: o.x, y: o.y}, batch_size: t.batch_size};
+        }
+        out.weights = weightSettings(p.weights);
+        out.regions = (Array.isArray(p.regions) ? p.regions : []).map(function(r) { return isObject(r) ? fullRegion(r) : r; });
+        out.passes = p.passes || "both";
+        Object.keys(p).forEach(function(k) { if (TOP_KEYS.indexOf(k) < 0) out[k] = p[k]; });
+        return out;
+    }
+
+    /** Preset.to_json(indent=2) of a canonical preset. */
+    function serialise(preset) {
+        return JSON.stringify(canonical(preset), null, 2);
+    }
+
+    /**
+     * Parse the hidden field's text. Returns {preset, error}: `error` is a message when the
+     * text is not a JSON object or is too broken to draw (the Python validator, which the panel
+     * shows under the editor, is the complete check).
+     */
+    function parse(text) {
+        var obj;
+        try {
+            obj = JSON.parse(text);
+        } catch (e) {
+            return {preset: null, error: "not valid JSON: " + e.message};
+        }
+        if (!isObject(obj)) return {preset: null, error: "the configuration must be a JSON object"};
+        var problems = [];
+        if (obj.version !== 1) problems.push("version must be 1");
+        if (obj.regions !== undefined && !Array.isArray(obj.regions)) problems.push("regions must be a list");
+        (Array.isArray(obj.regions) ? obj.regions : []).forEach(function(r, i) {
+            if (!isObject(r) || ["x", "y", "width", "height"].some(function(k) { return typeof r[k] !== "number"; })) {
+                problems.push("regions[" + i + "] needs numeric x, y, width and height");
+            }
+        });
+        if (obj.canvas !== undefined && !(isObject(obj.canvas) && obj.canvas.width > 0 && obj.canvas.height > 0)) {
+            problems.push("canvas needs a positive width and height");
+        }
+        if (obj.tiles !== undefined && obj.tiles !== null && !isObject(obj.tiles)) problems.push("tiles must be an object");
+        return {preset: obj, error: problems.length ? problems.join("; ") : null};
+    }
+
+    function modeOf(preset) {
+        var hasTiles = !!(preset && preset.tiles), hasRegions = !!(preset && preset.regions && preset.regions.length);
+        return hasTiles && hasRegions ? "both" : hasTiles ? "tiles" : "regions";
+    }
+
+    /** Region boxes in px of the view canvas (the preset's boxes may be fractions or for another canvas size). */
+    function regionScale(preset, view) {
+        if (preset.units === "fraction") return {x: view.width, y: view.height};
+        if (preset.canvas) return {x: view.width / preset.canvas.width, y: view.height / preset.canvas.height};
+        return {x: 1, y: 1};
+    }
+
+    function viewBoxes(preset, view) {
+        var s = regionScale(preset, view);
+        return (preset.regions || []).map(function(r) {
+            return {x: r.x * s.x, y: r.y * s.y, width: r.width * s.x, height: r.height * s.y};
+        });
+    }
+
+    /** Snapped boxes as the engine will use them on the view canvas. */
+    function snappedBoxes(preset, view) {
+        return viewBoxes(preset, view).map(function(b) {
+            return snapBox(b.x, b.y, b.width, b.height, view.width, view.height);
+        });
+    }
+
+    // ------------------------------------------------------------------ the state reducer
+
+    /**
+     * The editor's state: {preset (the decoded JSON), error, view {width, height}, selected,
+     * mode, stash {tiles, regions}}. The preset is the whole generation state (the hidden
+     * field); mode and stash are the panel's memory of a choice the JSON cannot hold yet
+     * ("both" before the first region) and of what a mode switch took away.
+     */
+    function initialState(view) {
+        var preset = canonical({version: 1, name: "tile grid", tiles: Object.assign({}, DEFAULT_TILES)});
+        return {preset: preset, error: null, view: canvasSize((view || {}).width || 512, (view || {}).height || 512),
+            selected: -1, mode: "tiles", stash: {tiles: null, regions: null}};
+    }
+
+    function assign(a, b) {
+        return Object.assign({}, a, b);
+    }
+
+    /**
+     * Before an edit: region boxes into px of the view canvas, snapped as the engine snaps
+     * them there (so the engine's result does not change), and `canvas` set to the view.
+     */
+    function normalise(preset, view) {
+        var p = canonical(preset);
+        var sameCanvas = p.units === "px" && p.canvas && p.canvas.width === view.width && p.canvas.height === view.height;
+        if (sameCanvas) return p;
+        var noCanvasPx = p.units === "px" && !p.canvas;
+        var s = regionScale(p, view);
+        p.regions = p.regions.map(function(r) {
+            if (noCanvasPx) return r; // already px of the generation's canvas
+            var b = snapBox(r.x * s.x, r.y * s.y, r.width * s.x, r.height * s.y, view.width, view.height);
+            return assign(r, b);
+        });
+        p.units = "px";
+        p.canvas = {width: view.width, height: view.height};
+        return p;
+    }
+
+    function cleanNumber(value, lo, hi, fallback, opts) {
+        opts = opts || {};
+        if (value === "" || value === null || value === undefined) return opts.nullable ? null : fallback;
+        var v = typeof value === "number" ? value : Number(String(value).trim());
+        if (!isFinite(v)) return fallback;
+        if (opts.integer) v = Math.round(v);
+        if (opts.loOpen && v <= lo) return fallback;
+        return clamp(v, lo, hi);
+    }
+
+    function cleanTiles(t) {
+        var width = clamp(roundTo(cleanNumber(t.width, 64, MAX_SIDE, DEFAULT_TILES.width)), 64, MAX_SIDE);
+        var height = clamp(roundTo(cleanNumber(t.height, 64, MAX_SIDE, DEFAULT_TILES.height)), 64, MAX_SIDE);
+        var o = overlapOf(t), limit = Math.max(Math.min(width, height) - LATENT, 0);
+        var ox = clamp(nearest(cleanNumber(o.x, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
+        var oy = clamp(nearest(cleanNumber(o.y, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
+        return {width: width, height: height, overlap: ox === oy ? ox : {x: ox, y: oy},
+            batch_size: cleanNumber(t.batch_size, 1, MAX_BATCH, DEFAULT_TILES.batch_size, {integer: true})};
+    }
+
+    function newRegion(box) {
+        return fullRegion({x: box.x, y: box.y, width: box.width, height: box.height});
+    }
+
+    function withRegions(state, regions, selected, extra) {
+        var p = normalise(state.preset, state.view);
+        p.regions = regions(p.regions);
+        var mode = state.mode;
+        if (p.regions.length && mode === "tiles") mode = p.tiles ? "both" : "regions";
+        return assign(state, assign({preset: p, selected: selected === undefined ? state.selected : selected, mode: mode,
+            error: null}, extra || {}));
+    }
+
+    function regionIndexOk(state, i) {
+        return Number.isInteger(i) && i >= 0 && i < ((state.preset && state.preset.regions) || []).length;
+    }
+
+    /** The pure state transition for one editor action. */
+    function reduce(state, action) {
+        var s = state || initialState();
+        var p, i;
+        switch (action.type) {
+        case "load": {
+            var got = parse(action.text);
+            if (!got.preset || got.error) return assign(s, {error: got.error});
+            var n = Array.isArray(got.preset.regions) ? got.preset.regions.length : 0;
+            return assign(s, {preset: got.preset, error: null, mode: modeOf(got.preset),
+                selected: s.selected < n ? s.selected : n - 1, stash: {tiles: null, regions: null}});
+        }
+        case "view":
+            return assign(s, {view: canvasSize(action.width, action.height)});
+        case "select":
+            return assign(s, {selected: regionIndexOk(s, action.index) ? action.index : -1});
+        case "add": {
+            var box = snapBox(action.box.x, action.box.y, action.box.width, action.box.height, s.view.width, s.view.height);
+            var region = assign(newRegion(box), action.fields || {});
+            return withRegions(s, function(rs) { return rs.concat([region]); }, s.preset.regions ? s.preset.regions.length : 0);
+        }
+        case "setBox": {
+            if (!regionIndexOk(s, action.index)) return s;
+            var b = snapBox(action.box.x, action.box.y, action.box.width, action.box.height, s.view.width, s.view.height);
+            return withRegions(s, function(rs) {
+                return rs.map(function(r, j) { return j === action.index ? assign(r, b) : r; });
+            }, action.index);
+        }
+        case "nudge": {
+            if (!regionIndexOk(s, action.index)) return s;
+            var cur = normalise(s.preset, s.view).regions[action.index];
+            var moved = moveBox(snapBox(cur.x, cur.y, cur.width, cur.height, s.view.width, s.view.height),
+                action.dx, action.dy, s.view.width, s.view.height);
+            return reduce(s, {type: "setBox", index: action.index, box: moved});
+        }
+        case "delete":
+            if (!regionIndexOk(s, action.index)) return s;
+            return withRegions(s, function(rs) { return rs.filter(function(r, j) { return j !== action.index; }); },
+                Math.min(action.index, s.preset.regions.length - 2));
+        case "duplicate": {
+            if (!regionIndexOk(s, action.index)) return s;
+            var src = normalise(s.preset, s.view).regions[action.index];
+            var dup = moveBox(snapBox(src.x, src.y, src.width, src.height, s.view.width, s.view.height), 32, 32, s.view.width, s.view.height);
+            return withRegions(s, function(rs) { return rs.concat([assign(rs[action.index], dup)]); }, s.preset.regions.length);
+        }
+        case "reorder": {
+            // to: "forward" | "backward" | "front" | "back" (the last region is drawn on top)
+            i = action.index;
+            if (!regionIndexOk(s, i)) return s;
+            var count = s.preset.regions.length;
+            var to = action.to === "forward" ? i + 1 : action.to === "backward" ? i - 1 : action.to === "front" ? count - 1 : 0;
+            to = clamp(to, 0, count - 1);
+            if (to === i) return s;
+            return withRegions(s, function(rs) {
+                var copy = rs.slice(), item = copy.splice(i, 1)[0];
+                copy.splice(to, 0, item);
+                return copy;
+            }, to);
+        }
+        case "updateRegion": {
+            if (!regionIndexOk(s, action.index)) return s;
+            var f = action.fields, clean = {};
+            if ("prompt" in f) clean.prompt = String(f.prompt);
+            if ("negative_prompt" in f) clean.negative_prompt = String(f.negative_prompt);
+            if ("prompt_mode" in f && PROMPT_MODES.indexOf(f.prompt_mode) >= 0) clean.prompt_mode = f.prompt_mode;
+            if ("cfg_scale" in f) clean.cfg_scale = cleanNumber(f.cfg_scale, 0, 100, null, {nullable: true});
+            if ("weight" in f) clean.weight = cleanNumber(f.weight, 0, 1000, 1, {loOpen: true});
+            if ("seed" in f) clean.seed = cleanNumber(f.seed, -1, SEED_MAX, -1, {integer: true, nullable: false});
+            p = canonical(s.preset);
+            p.regions = p.regions.map(function(r, j) { return j === action.index ? assign(r, clean) : r; });
+            return assign(s, {preset: p});
+        }
+        case "mode": {
+            if (MODES.indexOf(action.mode) < 0) return s;
+            p = canonical(s.preset);
+            var stash = {tiles: s.stash.tiles, regions: s.stash.regions};
+            var tiles = action.tiles ? cleanTiles(action.tiles) : null;
+            if (action.mode === "tiles" || action.mode === "both") {
+                if (!p.tiles) p.tiles = tiles || stash.tiles || Object.assign({}, DEFAULT_TILES);
+            } else if (p.tiles) {
+                stash.tiles = p.tiles;
+                delete p.tiles;
+            }
+            if (action.mode === "tiles") {
+                if (p.regions.length) stash.regions = p.regions;
+                p.regions = [];
+            } else if (!p.regions.length && stash.regions) {
+                p.regions = stash.regions;
+                stash.regions = null;
+            }
+            var sel = p.regions.length ? clamp(s.selected, -1, p.regions.length - 1) : -1;
+            return assign(s, {preset: canonical(p), mode: action.mode, stash: stash, selected: sel});
+        }
+        case "tiles": {
+            // a partial update of the grid: {width, height, overlap, batch_size}
+            var base = s.preset.tiles || s.stash.tiles || DEFAULT_TILES;
+            var merged = cleanTiles(assign(tileSettings(base), action.tiles));
+            if (!s.preset.tiles) return assign(s, {stash: {tiles: merged, regions: s.stash.regions}});
+            p = canonical(s.preset);
+            p.tiles = merged;
+            return assign(s, {preset: p});
+        }
+        case "weights": {
+            p = canonical(s.preset);
+            var w = weightSettings(p.weights);
+            if (KINDS.indexOf(action.kind) >= 0) w.kind = action.kind;
+            if (action.variance !== undefined) w.variance = cleanNumber(action.variance, 0, 10, w.variance, {loOpen: true});
+            p.weights = w;
+            return assign(s, {preset: p});
+        }
+        case "passes":
+            if (PASSES.indexOf(action.passes) < 0) return s;
+            p = canonical(s.preset);
+            p.passes = action.passes;
+            return assign(s, {preset: p});
+        case "name":
+            p = canonical(s.preset);
+            p.name = String(action.name || "").slice(0, 200);
+            return assign(s, {preset: p});
+        default:
+            return s;
+        }
+    }
+
+    var api = {
+        LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
+        DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, MEMORY_MODEL: MEMORY_MODEL, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
+        nearest: nearest, roundTo: roundTo, clamp: clamp, snapBox: snapBox, canvasSize: canvasSize,
+        planAxis: planAxis, planTiles: planTiles, modelCallsPerStep: modelCallsPerStep, buildPlan: buildPlan,
+        planSummary: planSummary, profile: profile, weightField: weightField, normalisedWeightAt: normalisedWeightAt,
+        estimateMemory: estimateMemory, hiresSize: hiresSize,
+        hitTest: hitTest, handlePoints: handlePoints, boxFromDrag: boxFromDrag, moveBox: moveBox, resizeBox: resizeBox,
+        canonical: canonical, serialise: serialise, parse: parse, modeOf: modeOf, viewBoxes: viewBoxes,
+        snappedBoxes: snappedBoxes, normalise: normalise, tileSettings: tileSettings, weightSettings: weightSettings,
+        initialState: initialState, reduce: reduce,
+    };
+    if (typeof module !== "undefined" && module.exports) module.exports = api;
+    else root.MoDCore = api;
+})(typeof window !== "undefined" ? window : this);

@@ -1,0 +1,368 @@
+// Unit tests of javascript/mixture_of_diffusers_core.js (pure: geometry, planner, weights,
+// hit testing, the state reducer, JSON round trip). Planner parity: the same cases through
+// lib_mixture (python3 tests/js/python_reference.py) and through the JavaScript port.
+//
+//     node --test tests/js/
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const path = require("node:path");
+const fs = require("node:fs");
+const {execFileSync} = require("node:child_process");
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const core = require(path.join(ROOT, "javascript", "mixture_of_diffusers_core.js"));
+
+const PYTHON = process.env.MOD_PYTHON || "python3";
+const REFERENCE = path.join(__dirname, "python_reference.py");
+
+function python(args, input) {
+    return JSON.parse(execFileSync(PYTHON, [REFERENCE, ...args], {input, maxBuffer: 64 << 20, encoding: "utf8"}));
+}
+
+let reference = null;
+function ref() {
+    if (!reference) reference = python([]);
+    return reference;
+}
+
+function box(x, y, width, height) {
+    return {x, y, width, height};
+}
+
+function bundled() {
+    const dir = path.join(ROOT, "presets");
+    return fs.readdirSync(dir).filter((f) => f.endsWith(".json")).sort()
+        .map((f) => ({name: f.slice(0, -5), text: fs.readFileSync(path.join(dir, f), "utf8")}));
+}
+
+// ---------------------------------------------------------------- parity with Python
+
+test("snapBox matches geometry.snap_box on 400 random boxes", () => {
+    for (const c of ref().snap) {
+        const b = core.snapBox(...c.args);
+        assert.deepEqual([b.x, b.y, b.width, b.height], c.expect, `snapBox(${c.args})`);
+    }
+});
+
+test("planAxis matches planner.plan_axis (fewest tiles, even integer starts, flush edges)", () => {
+    assert.ok(ref().axes.length > 1000);
+    for (const c of ref().axes) {
+        const a = core.planAxis(...c.args);
+        assert.equal(a.size, c.size, `size of planAxis(${c.args})`);
+        assert.deepEqual(a.starts, c.starts, `starts of planAxis(${c.args})`);
+    }
+});
+
+test("buildPlan matches plan.build_plan for bundled presets and 300 random presets", () => {
+    const plans = ref().plans;
+    assert.ok(plans.length >= 350);
+    let compared = 0, misfits = 0;
+    for (const c of plans) {
+        const preset = JSON.parse(JSON.stringify(c.preset));
+        const got = core.buildPlan(preset, c.width, c.height);
+        const label = `${c.name} on ${c.width}x${c.height}`;
+        if (c.problems) {
+            assert.ok(got.problems && got.problems.length, `${label}: Python refused it (${c.problems}), JS planned it`);
+            misfits += 1;
+            continue;
+        }
+        assert.ok(!got.problems, `${label}: JS refused it: ${got.problems}`);
+        const s = core.planSummary(got), e = c.expect;
+        assert.deepEqual(s.canvas, e.canvas, `${label}: canvas`);
+        assert.deepEqual(s.tile_grid, e.tile_grid, `${label}: tile grid`);
+        assert.deepEqual(s.tiles, e.tiles, `${label}: tiles`);
+        assert.deepEqual(s.regions, e.regions, `${label}: regions`);
+        assert.equal(s.crops, e.crops, `${label}: crops`);
+        assert.equal(s.batch_size, e.batch_size, `${label}: batch size`);
+        assert.equal(s.model_calls_per_step, e.model_calls_per_step, `${label}: model calls per step`);
+        assert.ok(Math.abs(s.redundancy - e.redundancy) < 1e-9, `${label}: redundancy ${s.redundancy} vs ${e.redundancy}`);
+        compared += 1;
+    }
+    assert.ok(compared >= 350 && misfits >= 2, `compared ${compared}, misfits ${misfits}`);
+});
+
+test("profile matches weights.profile (gaussian and constant)", () => {
+    for (const c of ref().profiles) {
+        const got = core.profile(...c.args);
+        assert.equal(got.length, c.expect.length);
+        got.forEach((v, i) => {
+            const e = c.expect[i];
+            assert.ok(Math.abs(v - e) <= 1e-12 * Math.max(1, Math.abs(e)), `profile(${c.args})[${i}] = ${v}, Python ${e}`);
+        });
+    }
+});
+
+test("the paper's 4K grid: 11 x 8 tiles of 640x480, overlaps 320 and 240 px", () => {
+    const text = bundled().find((p) => p.name === "paper-fig8-4k-grid").text;
+    const plan = core.buildPlan(JSON.parse(text), 3840, 2160);
+    assert.equal(plan.tiles.tiles.length, 88);
+    assert.deepEqual([...new Set(plan.tiles.overlapsX)], [320]);
+    assert.deepEqual([...new Set(plan.tiles.overlapsY)], [240]);
+});
+
+// ---------------------------------------------------------------- JSON round trip
+
+test("bundled presets: parse, serialise and Python's validator give back the same object", () => {
+    const presets = bundled();
+    const texts = presets.map((p) => core.serialise(core.parse(p.text).preset));
+    const back = python(["--round-trip"], JSON.stringify(texts));
+    const direct = python(["--round-trip"], JSON.stringify(presets.map((p) => p.text)));
+    back.forEach((r, i) => {
+        assert.ok(r.dict, `${presets[i].name}: ${r.problems}`);
+        assert.deepEqual(r.dict, direct[i].dict, presets[i].name);
+        assert.deepEqual(JSON.parse(texts[i]), r.dict, `${presets[i].name}: JS canonical form equals Preset.to_dict`);
+    });
+});
+
+test("every state the reducer makes is a preset Python accepts, and canonical", () => {
+    let s = core.initialState({width: 1024, height: 768});
+    const states = [];
+    const step = (a) => { s = core.reduce(s, a); states.push(s); };
+    step({type: "mode", mode: "both"});
+    step({type: "add", box: box(10, 20, 300, 200)});
+    step({type: "add", box: box(500, 300, 400, 400)});
+    step({type: "updateRegion", index: 0, fields: {prompt: "a \"quoted\" castle, ünïcode", negative_prompt: "fog", cfg_scale: "9.5", weight: "2", seed: "1234"}});
+    step({type: "updateRegion", index: 1, fields: {cfg_scale: "", weight: "-3", seed: "abc", prompt_mode: "append"}});
+    step({type: "tiles", tiles: {width: 770, height: 515, overlap: 99, batch_size: 7}});
+    step({type: "weights", kind: "constant"});
+    step({type: "weights", kind: "gaussian", variance: 0.02});
+    step({type: "passes", passes: "hires"});
+    step({type: "nudge", index: 1, dx: 64, dy: -8});
+    step({type: "reorder", index: 0, to: "front"});
+    step({type: "mode", mode: "regions"});
+    const texts = states.map((st) => core.serialise(st.preset));
+    const back = python(["--round-trip"], JSON.stringify(texts));
+    back.forEach((r, i) => {
+        assert.ok(r.dict, `state ${i}: ${r.problems}`);
+        assert.deepEqual(JSON.parse(texts[i]), r.dict, `state ${i} is canonical`);
+    });
+    const last = JSON.parse(texts[texts.length - 1]);
+    assert.equal(last.tiles, undefined);
+    assert.equal(last.regions[1].prompt, "a \"quoted\" castle, ünïcode");
+    assert.equal(last.regions[1].cfg_scale, 9.5);
+    assert.equal(last.regions[0].cfg_scale, null);
+    assert.equal(last.regions[0].weight, 1, "a weight <= 0 is refused");
+    assert.equal(last.regions[0].seed, -1, "a seed that is not a number is refused");
+    assert.equal(last.passes, "hires");
+});
+
+test("parse reports broken JSON and the reducer keeps the last good preset", () => {
+    const s0 = core.initialState();
+    assert.match(core.parse("{nope").error, /not valid JSON/);
+    assert.match(core.parse("[1]").error, /JSON object/);
+    assert.match(core.parse('{"version": 1, "regions": [{"x": 1}]}').error, /regions\[0\]/);
+    const s1 = core.reduce(s0, {type: "load", text: "{nope"});
+    assert.equal(s1.preset, s0.preset);
+    assert.match(s1.error, /not valid JSON/);
+    const s2 = core.reduce(s1, {type: "load", text: bundled()[0].text});
+    assert.equal(s2.error, null);
+    assert.equal(s2.mode, "regions");
+});
+
+// ---------------------------------------------------------------- snapping and boxes
+
+test("nearest rounds halves up, like Python's _nearest", () => {
+    assert.equal(core.nearest(4), 8);
+    assert.equal(core.nearest(3.999), 0);
+    assert.equal(core.nearest(-4), 0);
+    assert.equal(core.nearest(-4.01), -8);
+    assert.equal(core.nearest(12, 8), 16);
+    assert.equal(core.roundTo(3), 8);
+    assert.equal(core.roundTo(771), 768);
+    assert.equal(core.roundTo(772), 776);
+});
+
+test("boxFromDrag normalises reversed drags, snaps edges and stays inside", () => {
+    assert.deepEqual(core.boxFromDrag(300, 200, 10, 20, 512, 512), box(8, 24, 296, 176));
+    assert.deepEqual(core.boxFromDrag(-50, -50, 1000, 1000, 512, 384), box(0, 0, 512, 384));
+    assert.deepEqual(core.boxFromDrag(100, 100, 101, 101, 512, 512), box(104, 104, 8, 8), "never empty");
+    assert.deepEqual(core.boxFromDrag(510, 510, 530, 530, 512, 512), box(504, 504, 8, 8));
+});
+
+test("moveBox keeps the size and the box inside the canvas", () => {
+    assert.deepEqual(core.moveBox(box(64, 64, 128, 128), 13, -3, 512, 512), box(80, 64, 128, 128));
+    assert.deepEqual(core.moveBox(box(64, 64, 128, 128), 1000, 1000, 512, 512), box(384, 384, 128, 128));
+    assert.deepEqual(core.moveBox(box(64, 64, 128, 128), -1000, 0, 512, 512), box(0, 64, 128, 128));
+});
+
+test("resizeBox moves only the handle's edges and never inverts the box", () => {
+    const b = box(64, 64, 128, 128);
+    assert.deepEqual(core.resizeBox(b, "se", 30, 61, 512, 512), box(64, 64, 160, 192));
+    assert.deepEqual(core.resizeBox(b, "nw", -70, -70, 512, 512), box(0, 0, 192, 192));
+    assert.deepEqual(core.resizeBox(b, "e", -500, 0, 512, 512), box(64, 64, 8, 128));
+    assert.deepEqual(core.resizeBox(b, "n", 0, 500, 512, 512), box(64, 184, 128, 8));
+    assert.deepEqual(core.resizeBox(b, "s", 0, 5000, 512, 512), box(64, 64, 128, 448));
+});
+
+test("hitTest: handles of the selected box first, then the topmost box", () => {
+    const boxes = [box(0, 0, 200, 200), box(100, 100, 200, 200)];
+    assert.deepEqual(core.hitTest(boxes, 150, 150, -1), {kind: "region", index: 1});
+    assert.deepEqual(core.hitTest(boxes, 50, 50, -1), {kind: "region", index: 0});
+    assert.deepEqual(core.hitTest(boxes, 400, 400, -1), {kind: "none", index: -1});
+    assert.deepEqual(core.hitTest(boxes, 198, 198, 0, 6), {kind: "handle", index: 0, handle: "se"});
+    assert.deepEqual(core.hitTest(boxes, 100, 3, 0, 6), {kind: "handle", index: 0, handle: "n"});
+    assert.deepEqual(core.hitTest(boxes, 103, 198, 1, 6), {kind: "handle", index: 1, handle: "w"});
+    assert.deepEqual(core.hitTest(boxes, 200, 200, -1), {kind: "region", index: 1}, "edges are half-open");
+});
+
+// ---------------------------------------------------------------- reducer
+
+function regionsOf(s) {
+    return s.preset.regions.map((r) => [r.x, r.y, r.width, r.height]);
+}
+
+test("add, move, resize, nudge, delete", () => {
+    let s = core.initialState({width: 512, height: 512});
+    s = core.reduce(s, {type: "add", box: box(10, 10, 100, 100)});
+    assert.deepEqual(regionsOf(s), [[8, 8, 104, 104]]);
+    assert.equal(s.selected, 0);
+    assert.equal(s.mode, "both", "drawing a region over a tile grid makes it 'both'");
+    assert.deepEqual(s.preset.canvas, {width: 512, height: 512});
+    s = core.reduce(s, {type: "setBox", index: 0, box: box(500, 500, 100, 100)});
+    assert.deepEqual(regionsOf(s), [[504, 504, 8, 8]], "clamped to the canvas");
+    s = core.reduce(s, {type: "setBox", index: 0, box: box(64, 64, 128, 128)});
+    s = core.reduce(s, {type: "nudge", index: 0, dx: 8, dy: 0});
+    s = core.reduce(s, {type: "nudge", index: 0, dx: 0, dy: -64});
+    assert.deepEqual(regionsOf(s), [[72, 0, 128, 128]]);
+    s = core.reduce(s, {type: "nudge", index: 0, dx: -640, dy: 0});
+    assert.deepEqual(regionsOf(s), [[0, 0, 128, 128]]);
+    s = core.reduce(s, {type: "add", box: box(200, 200, 64, 64)});
+    s = core.reduce(s, {type: "delete", index: 0});
+    assert.deepEqual(regionsOf(s), [[200, 200, 64, 64]]);
+    assert.equal(s.selected, 0);
+    s = core.reduce(s, {type: "delete", index: 0});
+    assert.deepEqual(regionsOf(s), []);
+    assert.equal(s.selected, -1);
+    assert.equal(core.reduce(s, {type: "delete", index: 5}), s, "a bad index changes nothing");
+});
+
+test("no fixed limit on regions; duplicate; z-order", () => {
+    let s = core.initialState({width: 1024, height: 1024});
+    for (let i = 0; i < 40; i++) s = core.reduce(s, {type: "add", box: box(i * 16, i * 16, 64, 64), fields: {prompt: "r" + i}});
+    assert.equal(s.preset.regions.length, 40);
+    s = core.reduce(s, {type: "duplicate", index: 3});
+    assert.equal(s.preset.regions.length, 41);
+    assert.equal(s.preset.regions[40].prompt, "r3");
+    assert.deepEqual(regionsOf(s)[40], [80, 80, 64, 64]);
+    s = core.reduce(s, {type: "reorder", index: 0, to: "forward"});
+    assert.equal(s.preset.regions[1].prompt, "r0");
+    assert.equal(s.selected, 1);
+    s = core.reduce(s, {type: "reorder", index: 1, to: "front"});
+    assert.equal(s.preset.regions[40].prompt, "r0");
+    s = core.reduce(s, {type: "reorder", index: 40, to: "back"});
+    assert.equal(s.preset.regions[0].prompt, "r0");
+    s = core.reduce(s, {type: "reorder", index: 5, to: "backward"});
+    assert.equal(s.preset.regions[4].prompt, "r5");
+    assert.equal(core.reduce(s, {type: "reorder", index: 0, to: "backward"}), s);
+});
+
+test("an edit on a preset drawn for another canvas rescales and snaps its boxes first", () => {
+    const fig4 = bundled().find((p) => p.name === "paper-fig4-composition").text;
+    let s = core.reduce(core.initialState({width: 704, height: 320}), {type: "load", text: fig4});
+    assert.deepEqual(s.preset.canvas, {width: 1408, height: 640}, "loading changes nothing");
+    const before = core.buildPlan(s.preset, 704, 320).regions.map((r) => r.box);
+    s = core.reduce(s, {type: "updateRegion", index: 0, fields: {prompt: "x"}});
+    assert.deepEqual(s.preset.canvas, {width: 1408, height: 640}, "text edits keep the boxes");
+    s = core.reduce(s, {type: "nudge", index: 2, dx: 0, dy: 0});
+    assert.deepEqual(s.preset.canvas, {width: 704, height: 320});
+    assert.deepEqual(regionsOf(s), [[0, 0, 320, 320], [192, 0, 320, 320], [384, 0, 320, 320]]);
+    const after = core.buildPlan(s.preset, 704, 320).regions.map((r) => r.box);
+    assert.deepEqual(after, before, "the engine's boxes do not change");
+    const frac = JSON.stringify({version: 1, units: "fraction", regions: [{x: 0.25, y: 0, width: 0.5, height: 1}]});
+    s = core.reduce(core.reduce(core.initialState({width: 512, height: 256}), {type: "load", text: frac}),
+        {type: "nudge", index: 0, dx: 8, dy: 0});
+    assert.equal(s.preset.units, "px");
+    assert.deepEqual(regionsOf(s), [[136, 0, 256, 256]]);
+});
+
+test("mode switches keep what they hide and give it back", () => {
+    let s = core.initialState({width: 512, height: 512});
+    assert.equal(s.mode, "tiles");
+    s = core.reduce(s, {type: "add", box: box(0, 0, 256, 512)});
+    s = core.reduce(s, {type: "mode", mode: "tiles"});
+    assert.equal(s.preset.regions.length, 0);
+    assert.equal(core.modeOf(s.preset), "tiles");
+    s = core.reduce(s, {type: "mode", mode: "regions"});
+    assert.equal(s.preset.tiles, undefined);
+    assert.equal(s.preset.regions.length, 1, "regions come back");
+    s = core.reduce(s, {type: "tiles", tiles: {width: 512}});
+    assert.equal(s.preset.tiles, undefined, "tile settings wait in the stash in regions mode");
+    s = core.reduce(s, {type: "mode", mode: "both"});
+    assert.equal(s.preset.tiles.width, 512);
+    assert.equal(s.mode, "both");
+    s = core.reduce(s, {type: "mode", mode: "regions"});
+    s = core.reduce(s, {type: "delete", index: 0});
+    assert.equal(s.mode, "regions");
+    assert.equal(core.modeOf(s.preset), "regions");
+});
+
+test("tile settings snap to 8 px and overlap stays below the tile", () => {
+    let s = core.initialState({width: 2048, height: 2048});
+    s = core.reduce(s, {type: "tiles", tiles: {width: 771, height: 13, overlap: 99, batch_size: 200}});
+    assert.deepEqual(s.preset.tiles, {width: 768, height: 64, overlap: 56, batch_size: 64});
+    s = core.reduce(s, {type: "tiles", tiles: {height: 515, overlap: 101}});
+    assert.deepEqual(s.preset.tiles, {width: 768, height: 512, overlap: 104, batch_size: 64});
+    s = core.reduce(s, {type: "tiles", tiles: {overlap: {x: 64, y: 32}}});
+    assert.deepEqual(s.preset.tiles.overlap, {x: 64, y: 32});
+    s = core.reduce(s, {type: "tiles", tiles: {batch_size: "abc"}});
+    assert.equal(s.preset.tiles.batch_size, 4);
+});
+
+test("load keeps the selection only when it still exists", () => {
+    let s = core.initialState({width: 512, height: 512});
+    s = core.reduce(s, {type: "add", box: box(0, 0, 64, 64)});
+    s = core.reduce(s, {type: "add", box: box(64, 0, 64, 64)});
+    assert.equal(s.selected, 1);
+    s = core.reduce(s, {type: "load", text: JSON.stringify({version: 1, regions: [{x: 0, y: 0, width: 8, height: 8}]})});
+    assert.equal(s.selected, 0);
+    s = core.reduce(s, {type: "select", index: 7});
+    assert.equal(s.selected, -1);
+});
+
+// ---------------------------------------------------------------- weights, memory, hires
+
+test("weightField: normalised weights sum to 1 wherever a crop reaches", () => {
+    const preset = {version: 1, tiles: {width: 256, height: 256, overlap: 64, batch_size: 4},
+        regions: [{x: 40, y: 40, width: 200, height: 120, weight: 3}]};
+    const plan = core.buildPlan(JSON.parse(core.serialise(preset)), 512, 384);
+    const colours = plan.crops.map((c, i) => [i, 0, 0]);
+    const field = core.weightField(plan, colours);
+    assert.equal(field.uncovered, 0);
+    for (const [cx, cy] of [[0, 0], [20, 10], [63, 47], [31, 23], [10, 40]]) {
+        let sum = 0;
+        plan.crops.forEach((c, i) => { sum += core.normalisedWeightAt(plan, i, cx, cy); });
+        assert.ok(Math.abs(sum - 1) < 1e-12, `sum at ${cx},${cy} = ${sum}`);
+        // the red channel is the crop index mixed by those weights
+        let mixed = 0;
+        plan.crops.forEach((c, i) => { mixed += i * core.normalisedWeightAt(plan, i, cx, cy); });
+        assert.ok(Math.abs(field.rgb[3 * (cy * 64 + cx)] - mixed) < 1e-4);
+    }
+    const regionsOnly = core.buildPlan({version: 1, regions: [{x: 0, y: 0, width: 256, height: 384}]}, 512, 384);
+    assert.equal(core.weightField(regionsOnly, [[1, 1, 1]]).uncovered, 32 * 48, "the right half is uncovered");
+});
+
+test("estimateMemory: weights plus activations proportional to tile area x batch x 2", () => {
+    const grid = (tile, batch) => core.buildPlan({version: 1, tiles: {width: tile, height: tile, overlap: 64, batch_size: batch},
+        weights: {kind: "gaussian", variance: 0.01}, regions: []}, 2048, 2048);
+    const m = core.MEMORY_MODEL;
+    const one = core.estimateMemory(grid(512, 1));
+    assert.equal(one.activationBytes, 64 * 64 * 2 * m.bytesPerLatentPixelRow);
+    assert.equal(one.bytes, m.weightsBytes + one.activationBytes);
+    assert.equal(core.estimateMemory(grid(512, 4)).activationBytes, 4 * one.activationBytes);
+    assert.equal(core.estimateMemory(grid(1024, 1)).activationBytes, 4 * one.activationBytes);
+    // a batch larger than the number of equal crops does not add memory
+    const two = core.buildPlan({version: 1, tiles: {width: 1024, height: 2048, overlap: 0, batch_size: 16}}, 2048, 2048);
+    assert.equal(core.estimateMemory(two).rows, 128 * 256 * 2 * 2);
+});
+
+test("hiresSize follows the WebUI's hires-fix target", () => {
+    assert.deepEqual(core.hiresSize(512, 512, 2, 0, 0), {width: 1024, height: 1024});
+    assert.deepEqual(core.hiresSize(512, 768, 1.5, 0, 0), {width: 768, height: 1152});
+    assert.deepEqual(core.hiresSize(512, 512, 1.33, 0, 0), {width: 680, height: 680}, "680.96 floored to the grid");
+    assert.deepEqual(core.hiresSize(512, 768, 2, 1024, 0), {width: 1024, height: 1536});
+    assert.deepEqual(core.hiresSize(512, 768, 2, 0, 1024), {width: 680, height: 1024});
+    assert.deepEqual(core.hiresSize(512, 768, 2, 1024, 1024), {width: 1024, height: 1536});
+    assert.deepEqual(core.hiresSize(768, 512, 2, 1024, 1024), {width: 1536, height: 1024});
+});

@@ -1,0 +1,358 @@
+// The region editor in a real browser (Debian's chromium, headless, through playwright-core) on
+// tests/js/page.html, a stand-in for the WebUI page. Every action is checked in the hidden JSON.
+// Screenshots go to $MOD_JS_OUT (default: <tmp>/mod-js-out).
+//
+//     node --test tests/js/editor.browser.test.mjs
+import {after, before, describe, test} from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import {launch, outDir, watchErrors, CHROMIUM} from "./browser.mjs";
+import {startServer, ROOT} from "./server.mjs";
+
+const skip = fs.existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM} (apt-get install -y chromium, or set MOD_CHROMIUM)`;
+
+let server, browser, page, errors;
+
+async function config(tab = "txt2img") {
+    return JSON.parse(await page.inputValue(`#mod_${tab}_config textarea`));
+}
+
+/** Wait until the hidden JSON satisfies `check` (pushes of key nudges and typing are debounced). */
+async function configWhen(check, tab = "txt2img", timeout = 3000) {
+    const end = Date.now() + timeout;
+    let last;
+    for (;;) {
+        last = await config(tab);
+        if (check(last)) return last;
+        if (Date.now() > end) assert.fail(`the JSON never got there; it is:\n${JSON.stringify(last, null, 1).slice(0, 1500)}`);
+        await page.waitForTimeout(50);
+    }
+}
+
+async function geometry(tab = "txt2img") {
+    return page.evaluate((t) => {
+        const ed = MoD.editor(t), r = ed.canvas.getBoundingClientRect();
+        return {left: r.left, top: r.top, width: r.width, height: r.height, k: ed.k, view: ed.state.view, selected: ed.state.selected};
+    }, tab);
+}
+
+/** Screen point of canvas pixel (x, y). */
+function at(g, x, y) {
+    return [g.left + x * g.k, g.top + y * g.k];
+}
+
+async function drag(from, to, modifier) {
+    if (modifier) await page.keyboard.down(modifier);
+    await page.mouse.move(...from);
+    await page.mouse.down();
+    await page.mouse.move(...to, {steps: 8});
+    await page.mouse.up();
+    if (modifier) await page.keyboard.up(modifier);
+}
+
+function boxOf(r) {
+    return [r.x, r.y, r.width, r.height];
+}
+
+function assertNear(got, want, tolerance, what) {
+    got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= tolerance, `${what}: ${JSON.stringify(got)} is not within ${tolerance} of ${JSON.stringify(want)}`));
+    got.forEach((v) => assert.equal(v % 8, 0, `${what}: ${v} is not on the 8 px grid`));
+}
+
+async function setSlider(id, value) {
+    await page.evaluate(([i, v]) => {
+        const n = document.querySelector(`#${i} input[type=number]`);
+        n.value = v;
+        updateInput(n);
+        n.dispatchEvent(new Event("change", {bubbles: true}));
+    }, [id, value]);
+}
+
+async function shot(name, selector = "#mod_txt2img_editor") {
+    const file = path.join(outDir(), name);
+    await page.locator(selector).screenshot({path: file});
+    return file;
+}
+
+if (skip) test("region editor on the test page", {skip}, () => {});
+else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => {
+    before(async () => {
+        server = await startServer();
+        browser = await launch();
+        page = await browser.context.newPage();
+        errors = watchErrors(page);
+        await page.goto(`${server.url}/page.html`);
+        await page.waitForSelector("body[data-ready='1'] #mod_txt2img_editor canvas.mod-canvas");
+        await page.waitForFunction(() => MoD.editor("txt2img") && MoD.editor("txt2img").k > 0);
+    });
+
+    after(async () => {
+        if (browser) await browser.close();
+        if (server) await server.close();
+    });
+
+    test("it starts from the JSON and draws the canvas at the aspect ratio of width x height", async () => {
+        const c = await config();
+        assert.equal(c.tiles.width, 768);
+        let g = await geometry();
+        assert.deepEqual(g.view, {width: 512, height: 512});
+        assert.ok(Math.abs(g.width - g.height) <= 1, `square canvas, got ${g.width}x${g.height}`);
+        await setSlider("txt2img_width", 1024);
+        await page.waitForFunction(() => MoD.editor("txt2img").state.view.width === 1024);
+        g = await geometry();
+        assert.ok(Math.abs(g.width / g.height - 2) < 0.02, `2:1 canvas, got ${g.width}x${g.height}`);
+        const stats = await page.textContent("#mod_txt2img_editor .mod-stats");
+        assert.match(stats, /Canvas 1024×512 · tiles 2×1 = 2 of 768×512 px, real overlaps x 512 px/);
+        assert.match(stats, /model calls? per step/);
+        assert.match(stats, /peak ≈ \d+\.\d GiB \(estimate\)/);
+    });
+
+    test("the controls write the JSON, snapped to 8 px, and show the snapped value", async () => {
+        await setSlider("mod_txt2img_tile_w", 771);
+        let c = await configWhen((j) => j.tiles.width === 768 && true);
+        await setSlider("mod_txt2img_tile_w", 516);
+        c = await configWhen((j) => j.tiles.width === 520);
+        assert.equal(await page.inputValue("#mod_txt2img_tile_w input[type=number]"), "520");
+        await setSlider("mod_txt2img_overlap", 1000);
+        c = await configWhen((j) => j.tiles.overlap === 512);
+        assert.equal(await page.inputValue("#mod_txt2img_overlap input[type=number]"), "512", "overlap stays below the tile (520 - 8)");
+        await setSlider("mod_txt2img_overlap", 64);
+        await setSlider("mod_txt2img_tile_w", 768);
+        await page.check("#mod_txt2img_weighting input[value=constant]");
+        c = await configWhen((j) => j.weights.kind === "constant");
+        await page.check("#mod_txt2img_weighting input[value=gaussian]");
+        await page.check("#mod_txt2img_passes input[value=hires]");
+        c = await configWhen((j) => j.passes === "hires" && j.weights.kind === "gaussian");
+        await page.check("#mod_txt2img_passes input[value=both]");
+        await configWhen((j) => j.passes === "both");
+    });
+
+    test("drag on empty space creates a region, snapped to the latent grid", async () => {
+        await page.check("#mod_txt2img_mode input[value=both]");
+        let g = await geometry();
+        await drag(at(g, 100, 100), at(g, 300, 220));
+        const c = await configWhen((j) => j.regions.length === 1);
+        assertNear(boxOf(c.regions[0]), [100, 100, 200, 120], 8, "new region");
+        assert.deepEqual(c.canvas, {width: 1024, height: 512});
+        assert.ok(c.tiles, "mode both keeps the grid");
+        g = await geometry();
+        assert.equal(g.selected, 0, "the new region is selected");
+        const readout = await page.textContent("#mod_txt2img_editor .mod-readout");
+        const r = c.regions[0];
+        assert.ok(readout.includes(`Region 1: x ${r.x}, y ${r.y}, ${r.width}×${r.height} px`), readout);
+        assert.equal(await page.getAttribute("#mod_txt2img_editor .mod-editor", "data-regions"), "1");
+    });
+
+    test("drag inside moves it; a handle resizes it", async () => {
+        let r = (await config()).regions[0];
+        let g = await geometry();
+        await drag(at(g, r.x + 40, r.y + 40), at(g, r.x + 40 + 64, r.y + 40 + 32));
+        let c = await configWhen((j) => j.regions[0].x !== r.x);
+        assertNear(boxOf(c.regions[0]), [r.x + 64, r.y + 32, r.width, r.height], 8, "moved region");
+        assert.equal(c.regions[0].width, r.width);
+        assert.equal(c.regions[0].height, r.height);
+        r = c.regions[0];
+        g = await geometry();
+        await drag(at(g, r.x + r.width, r.y + r.height), at(g, r.x + r.width + 80, r.y + r.height + 40));
+        c = await configWhen((j) => j.regions[0].width !== r.width);
+        assertNear(boxOf(c.regions[0]), [r.x, r.y, r.width + 80, r.height + 40], 8, "resized region");
+        assert.equal(c.regions[0].x, r.x);
+        assert.equal(c.regions[0].y, r.y);
+    });
+
+    test("arrow keys nudge by 8 px, with Shift by 64 px", async () => {
+        const r = (await config()).regions[0];
+        await page.focus("#mod_txt2img_editor canvas");
+        await page.keyboard.press("ArrowRight");
+        await page.keyboard.press("ArrowRight");
+        await page.keyboard.press("Shift+ArrowDown");
+        await page.keyboard.press("ArrowLeft");
+        const c = await configWhen((j) => j.regions[0].y === r.y + 64 && j.regions[0].x === r.x + 8);
+        assert.deepEqual(boxOf(c.regions[0]), [r.x + 8, r.y + 64, r.width, r.height]);
+    });
+
+    test("inline fields edit the selected region's prompt, negative prompt, CFG, weight and seed", async () => {
+        const ed = "#mod_txt2img_editor";
+        await page.fill(`${ed} textarea[data-field=prompt]`, "a stone castle on a hill");
+        await page.fill(`${ed} textarea[data-field=negative_prompt]`, "fog");
+        await page.fill(`${ed} input[data-field=cfg_scale]`, "9.5");
+        await page.press(`${ed} input[data-field=cfg_scale]`, "Tab");
+        await page.fill(`${ed} input[data-field=weight]`, "3");
+        await page.press(`${ed} input[data-field=weight]`, "Tab");
+        await page.fill(`${ed} input[data-field=seed]`, "1234");
+        await page.press(`${ed} input[data-field=seed]`, "Tab");
+        await page.selectOption(`${ed} select[data-field=prompt_mode]`, "append");
+        const c = await configWhen((j) => j.regions[0].seed === 1234 && j.regions[0].prompt_mode === "append");
+        const r = c.regions[0];
+        assert.equal(r.prompt, "a stone castle on a hill");
+        assert.equal(r.negative_prompt, "fog");
+        assert.equal(r.cfg_scale, 9.5);
+        assert.equal(r.weight, 3);
+        await page.fill(`${ed} input[data-field=cfg_scale]`, "");
+        await page.press(`${ed} input[data-field=cfg_scale]`, "Tab");
+        await configWhen((j) => j.regions[0].cfg_scale === null);
+        assert.match(await page.textContent(`${ed} .mod-list`), /1 a stone castle on a hill/);
+    });
+
+    test("a second region; bring forward and send backward change the z-order", async () => {
+        const g = await geometry();
+        await drag(at(g, 600, 60), at(g, 900, 400));
+        let c = await configWhen((j) => j.regions.length === 2);
+        assertNear(boxOf(c.regions[1]), [600, 60, 300, 340], 8, "second region");
+        await page.fill("#mod_txt2img_editor textarea[data-field=prompt]", "a dragon");
+        await configWhen((j) => j.regions[1].prompt === "a dragon");
+        await page.click("#mod_txt2img_editor [data-act=backward]");
+        c = await configWhen((j) => j.regions[0].prompt === "a dragon");
+        assert.equal(c.regions[1].prompt, "a stone castle on a hill");
+        await page.click("#mod_txt2img_editor [data-act=forward]");
+        await configWhen((j) => j.regions[1].prompt === "a dragon");
+        await shot("editor-two-regions.png");
+    });
+
+    test("Delete removes the selected region", async () => {
+        await page.focus("#mod_txt2img_editor canvas");
+        await page.keyboard.press("Delete");
+        const c = await configWhen((j) => j.regions.length === 1);
+        assert.equal(c.regions[0].prompt, "a stone castle on a hill");
+        assert.equal(await page.getAttribute("#mod_txt2img_editor .mod-editor", "data-regions"), "1");
+    });
+
+    test("mode: tiles hides the regions, both brings them back, regions drops the grid", async () => {
+        await page.check("#mod_txt2img_mode input[value=tiles]");
+        let c = await configWhen((j) => j.regions.length === 0);
+        assert.ok(c.tiles);
+        await page.check("#mod_txt2img_mode input[value=both]");
+        c = await configWhen((j) => j.regions.length === 1);
+        await page.check("#mod_txt2img_mode input[value=regions]");
+        c = await configWhen((j) => !j.tiles);
+        assert.equal(c.regions.length, 1);
+        assert.match(await page.textContent("#mod_txt2img_editor .mod-message"), /uncovered/);
+        await page.check("#mod_txt2img_mode input[value=both]");
+        await configWhen((j) => !!j.tiles && j.regions.length === 1);
+    });
+
+    test("loading a preset drives the editor and the controls; its canvas can be taken over", async () => {
+        await page.selectOption("#mod_txt2img_preset", "paper-fig4-composition");
+        await page.click("#mod_txt2img_load");
+        const want = JSON.parse(fs.readFileSync(path.join(ROOT, "presets", "paper-fig4-composition.json"), "utf8"));
+        const c = await configWhen((j) => j.name === "paper-fig4-composition");
+        assert.deepEqual(c, want, "the editor leaves a loaded preset as it is");
+        await page.waitForFunction(() => document.querySelector("#mod_txt2img_editor .mod-editor").dataset.regions === "3");
+        assert.ok(await page.isChecked("#mod_txt2img_mode input[value=regions]"), "mode follows the JSON");
+        const message = await page.textContent("#mod_txt2img_editor .mod-message");
+        assert.match(message, /drawn on 1408×640 and are scaled to 1024×512/);
+        await page.click("#mod_txt2img_editor [data-act=use-preset-canvas]");
+        await page.waitForFunction(() => MoD.editor("txt2img").state.view.width === 1408);
+        assert.equal(await page.inputValue("#txt2img_width input[type=number]"), "1408");
+        assert.equal(await page.inputValue("#txt2img_height input[type=number]"), "640");
+        const g = await geometry();
+        assert.ok(Math.abs(g.width / g.height - 2.2) < 0.02);
+        assert.deepEqual(await config(), want, "still untouched");
+        await shot("editor-fig4.png");
+    });
+
+    test("a tiles preset sets the sliders from the JSON", async () => {
+        await page.selectOption("#mod_txt2img_preset", "paper-fig8-4k-grid");
+        await page.click("#mod_txt2img_load");
+        await configWhen((j) => j.name === "paper-fig8-4k-grid");
+        await page.waitForFunction(() => document.querySelector("#mod_txt2img_tile_w input[type=number]").value === "640");
+        assert.equal(await page.inputValue("#mod_txt2img_tile_h input[type=number]"), "480");
+        assert.equal(await page.inputValue("#mod_txt2img_overlap input[type=number]"), "320");
+        assert.ok(await page.isChecked("#mod_txt2img_mode input[value=tiles]"));
+    });
+
+    test("4K UHD: hires fix 2x from 1920x1080 and the upscale grid, in one click", async () => {
+        await page.click("#mod_txt2img_up4k");
+        const c = await configWhen((j) => j.tiles.overlap === 128);
+        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
+        assert.equal(c.passes, "both");
+        assert.equal(await page.inputValue("#txt2img_width input[type=number]"), "1920");
+        assert.equal(await page.inputValue("#txt2img_height input[type=number]"), "1080");
+        assert.ok(await page.isChecked("#txt2img_hr-checkbox input"), "hires fix on");
+        assert.equal(await page.inputValue("#txt2img_hr_scale input[type=number]"), "2");
+        const stats = await page.textContent("#mod_txt2img_editor .mod-stats");
+        assert.match(stats, /First pass 1920×1080 · tiles 3×2 = 6 of 768×768 px/);
+        assert.match(stats, /Hires pass 3840×2160 · tiles 6×4 = 24 of 768×768 px/);
+        assert.equal(await page.inputValue("#mod_txt2img_overlap input[type=number]"), "128");
+        await shot("editor-4k.png");
+    });
+
+    test("broken JSON typed by hand: the editor waits, then follows the fix", async () => {
+        const ta = "#mod_txt2img_config textarea";
+        const good = await page.inputValue(ta);
+        await page.fill(ta, good.slice(0, 40));
+        await page.waitForFunction(() => !document.querySelector("#mod_txt2img_editor .mod-message").hidden);
+        assert.match(await page.textContent("#mod_txt2img_editor .mod-message"), /has a problem/);
+        const g = await geometry();
+        await drag(at(g, 50, 50), at(g, 300, 300));
+        assert.equal(await page.inputValue(ta), good.slice(0, 40), "no edits while the JSON is broken");
+        const fixed = JSON.parse(good);
+        fixed.canvas = {width: 1920, height: 1080};
+        fixed.regions = [{x: 0, y: 0, width: 960, height: 1080, prompt: "left"}, {x: 960, y: 0, width: 960, height: 1080, prompt: "right"}];
+        await page.fill(ta, JSON.stringify(fixed, null, 2));
+        await page.waitForFunction(() => document.querySelector("#mod_txt2img_editor .mod-editor").dataset.regions === "2");
+        assert.ok(await page.isChecked("#mod_txt2img_mode input[value=both]"));
+    });
+
+    test("no fixed limit on the number of regions; Ctrl+drag draws over others", async () => {
+        await page.check("#mod_txt2img_mode input[value=regions]");
+        const g = await geometry();
+        for (let i = 0; i < 10; i++) { // the two regions cover the canvas: no empty space left
+            const x = 40 + (i % 5) * 360, y = 60 + Math.floor(i / 5) * 480;
+            await drag(at(g, x, y), at(g, x + 300, y + 400), "Control");
+        }
+        const c = await configWhen((j) => j.regions.length === 12);
+        assert.equal(c.regions.length, 12);
+        await page.click("#mod_txt2img_editor [data-act=duplicate]");
+        await configWhen((j) => j.regions.length === 13);
+        await shot("editor-many.png");
+    });
+
+    test("img2img: the source image under the editor, and 2x / 4K from its size", async () => {
+        await page.waitForFunction(() => MoD.editor("img2img") && MoD.editor("img2img").k > 0);
+        let g = await geometry("img2img");
+        assert.deepEqual(g.view, {width: 768, height: 512});
+        await drag(at(g, 400, 100), at(g, 700, 400));
+        const drawn = (await configWhen((j) => j.regions.length === 1, "img2img")).regions[0];
+        await page.click("#mod_img2img_up4k");
+        await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 3840);
+        g = await geometry("img2img");
+        assert.deepEqual(g.view, {width: 3840, height: 2160}, "960x540 resized by 4");
+        assert.equal(await page.inputValue("#img2img_scale input[type=number]"), "4");
+        assert.equal(await page.getAttribute("#img2img_tab_resize_by", "style"), "display: block;");
+        const c = await config("img2img");
+        assert.equal(c.tiles.overlap, 128);
+        assert.equal(c.regions.length, 1, "the region stays");
+        const stats = await page.textContent("#mod_img2img_editor .mod-stats");
+        assert.match(stats, /Canvas 3840×2160 · tiles 6×4 = 24 of 768×768 px/);
+        const shown = await page.$$eval("#mod_img2img_editor [data-box]", (els) => els.map((e) => +e.value));
+        const kx = 3840 / 768, ky = 2160 / 512;
+        const want = await page.evaluate(([d, x, y]) => MoDCore.snapBox(d.x * x, d.y * y, d.width * x, d.height * y, 3840, 2160), [drawn, kx, ky]);
+        assert.deepEqual(shown, boxOf(want), "the box fields follow the canvas size");
+        await page.click("#mod_img2img_up2x");
+        await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 1920);
+        await shot("editor-img2img.png", "#mod_img2img_editor");
+    });
+
+    test("dark theme: colours come from the theme's variables", async () => {
+        await page.evaluate(() => { document.body.classList.add("dark"); MoD.editor("txt2img").render(); });
+        const colour = await page.evaluate(() => getComputedStyle(document.querySelector("#mod_txt2img_editor .mod-stats")).color);
+        assert.equal(colour, "rgb(156, 163, 175)");
+        await shot("editor-dark.png", "#tab_txt2img");
+        await page.evaluate(() => { document.body.classList.remove("dark"); MoD.editor("txt2img").render(); });
+    });
+
+    test("export downloads the JSON", async () => {
+        const [download] = await Promise.all([page.waitForEvent("download"), page.click("#mod_txt2img_export")]);
+        const file = path.join(outDir(), "exported.json");
+        await download.saveAs(file);
+        assert.deepEqual(JSON.parse(fs.readFileSync(file, "utf8")), await config());
+    });
+
+    test("no console errors", async () => {
+        await page.setViewportSize({width: 1500, height: 1100});
+        await page.screenshot({path: path.join(outDir(), "page.png"), fullPage: true});
+        assert.deepEqual(errors, []);
+    });
+});
