@@ -194,6 +194,43 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
         assert.ok(await page.isChecked("#mod_txt2img_mode input[value=regions]"));
     });
 
+    test("save the layout, reload the page, load it back and generate", async () => {
+        const name = "reload test " + process.pid;
+        await page.fill("#mod_txt2img_save_name textarea, #mod_txt2img_save_name input", name);
+        await page.click("#mod_txt2img_save");
+        await page.waitForFunction((n) => gradioApp().querySelector("#mod_txt2img_status").textContent.includes("Saved user/" + n), name);
+
+        await page.reload({timeout: 180000});
+        await page.waitForSelector("#txt2img_prompt textarea", {timeout: 180000});
+        await page.waitForFunction(() => window.MoD && MoD.editor("txt2img"));
+        await page.fill("#txt2img_prompt textarea", "a landscape");
+        await setNumber("txt2img_width", W);
+        await setNumber("txt2img_height", H);
+        await setNumber("txt2img_steps", 3);
+        await page.click("#mod_txt2img_enabled .label-wrap");
+        await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_enabled-visible-checkbox").checked);
+        await page.click("#mod_txt2img_refresh");  // the list was built before the preset was saved
+        await page.waitForTimeout(500);
+        await page.click("#mod_txt2img_preset input");
+        await page.keyboard.type("user/" + name);
+        await page.keyboard.press("Enter");
+        await page.click("#mod_txt2img_load");
+        const c = await configWhen((j) => j.name === name && j.regions.length === 3, 30000);
+        assert.deepEqual(c.regions.map((r) => [r.x, r.y, r.width, r.height, r.prompt]), REGIONS.map((r) => [...r.box, r.prompt]));
+        await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_editor .mod-editor").dataset.regions === "3");
+
+        await page.click("#txt2img_generate");
+        await page.waitForFunction(() => /Mixture of Diffusers/.test(gradioApp().querySelector("#html_info_txt2img").textContent),
+            null, {timeout: 300000});
+        const got = infotextConfig(await page.textContent("#html_info_txt2img"));
+        assert.deepEqual(got.regions.map((r) => [r.x, r.y, r.width, r.height, r.prompt]), REGIONS.map((r) => [...r.box, r.prompt]));
+
+        await page.click("#mod_txt2img_delete");  // leave no preset behind
+        await page.waitForSelector("#mod_txt2img_confirm", {state: "visible"});
+        await page.click("#mod_txt2img_confirm_yes");
+        await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_status").textContent.includes("Deleted"));
+    });
+
     test("save, refuse to overwrite without asking, overwrite when confirmed, delete", async () => {
         const name = "js test " + process.pid;
         await page.fill("#mod_txt2img_save_name textarea, #mod_txt2img_save_name input", name);
