@@ -7,8 +7,8 @@ resolution, which exhausts GPU memory long before the UNet does. Running the dec
 tile by tile bounds that memory, but every ``GroupNorm`` then normalises each tile with
 its own statistics, which shifts colours per tile and draws seams.
 
-How it works (all code here is original; see ``docs`` of the project for the rationale)
----------------------------------------------------------------------------------------
+How it works
+------------
 1. **Adapter.** The VAE's encoder or decoder is walked into a flat *program* of primitive
    ops that reuse the module's own weights: ``Conv`` (any kernel/stride/dilation, with the
    asymmetric ``(0, 1, 0, 1)`` pre-pad of SD's downsampler), nearest ``Up`` x2, ``Pool``,
@@ -28,23 +28,28 @@ How it works (all code here is original; see ``docs`` of the project for the rat
 4. **Shared GroupNorm statistics, multi-pass.** A segment with ``K`` GroupNorms on more than
    one tile takes ``K + 1`` passes over the tiles. Pass ``k`` recomputes each tile up to
    GroupNorm ``k`` (using the already-final statistics of GroupNorms ``0..k-1``) and measures
-   per-tile, per-(sample, group) ``n_i, mean_i, var_i`` on the tile's *core* only (float64),
+   per-tile, per-(sample, group) ``n_i, mean_i, var_i`` on the tile's *core* only,
    so each pixel is counted exactly once. The tiles are combined with the law of total
    variance ``mean = sum n_i mean_i / N``,
    ``var = sum n_i (var_i + (mean_i - mean)^2) / N``. The last pass writes the output. This
    trades compute (prefixes are recomputed, roughly ``K/2`` times the segment's cost) for
    memory that depends on the tile size only. A segment that fits in one tile is run once.
+   ``TiledVAEConfig.stash_mib`` buys the compute back with host memory: each tile's
+   activations (and open residual branches) are kept between passes when the whole stash
+   fits the budget, so a pass resumes where the previous one stopped.
 5. **Attention** (the VAE mid block; 1 head, at latent resolution) is computed exactly over
    the whole latent: GroupNorm statistics over the full buffer, K and V for all tokens,
    queries in row chunks through ``scaled_dot_product_attention``, written back in place.
-   This is the only part whose memory grows with the image: the latent-resolution buffer
-   plus K and V, ``3 x C_mid x h x w`` values (SD: ``C_mid = 512``).
+   This, with the latent-resolution buffers between stages, is the only memory that grows
+   with the image: ``C_mid x h x w`` values per buffer (SD: ``C_mid = 512``), at most three
+   at a time (buffer, K, V). With ``TiledVAEConfig.offload`` they live in host memory and K/V
+   are streamed to the device in blocks (online softmax), so device memory stays bounded.
 
 The result equals the untiled computation up to float rounding (different summation order
 in convolutions of different shapes and in the statistics).
 
 Public API: :func:`tiled_decode`, :func:`tiled_encode`, :class:`TiledVAEConfig`,
-:class:`TiledVAEInterrupted`, :func:`moments_to_latent`.
+:class:`TiledVAEInterrupted`, :func:`moments_to_latent`, :func:`plan_tiled_vae`.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ __all__ = [
     "tiled_decode",
     "tiled_encode",
     "moments_to_latent",
+    "plan_tiled_vae",
 ]
 
 Region = Tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open, in pixels of its own resolution
@@ -101,6 +107,12 @@ class TiledVAEConfig:
         attention_chunk_mib: memory for one chunk of attention scores (queries x keys).
         offload: keep the latent-resolution buffers and the output on the CPU; tiles are
             copied to the compute device one at a time. The result is returned on the CPU.
+        stash_mib: host (CPU) memory, in MiB, for keeping every tile's activations between
+            the GroupNorm passes. 0 (default) recomputes each tile from the segment input in
+            every pass: memory independent of the image, about ``K/2`` times the compute for
+            ``K`` GroupNorms. With a stash, each pass resumes from the previous one where the
+            whole stash fits in the budget (roughly 2-3 full-resolution activations for
+            single-pass speed); the result is the same either way.
     """
 
     tile_size: Optional[int] = None
@@ -111,6 +123,7 @@ class TiledVAEConfig:
     scale_low_res_tiles: bool = True
     attention_chunk_mib: int = 256
     offload: bool = False
+    stash_mib: int = 0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
@@ -129,6 +142,8 @@ class TiledVAEConfig:
             raise ValueError(f"memory_fraction must be in (0, 1], got {self.memory_fraction!r}")
         if not isinstance(self.cpu_tile_size, int) or self.cpu_tile_size < 1:
             raise ValueError(f"cpu_tile_size must be a positive int, got {self.cpu_tile_size!r}")
+        if not isinstance(self.stash_mib, int) or self.stash_mib < 0:
+            raise ValueError(f"stash_mib must be an int >= 0, got {self.stash_mib!r}")
         if not isinstance(self.attention_chunk_mib, int) or self.attention_chunk_mib < 1:
             raise ValueError(f"attention_chunk_mib must be a positive int, got {self.attention_chunk_mib!r}")
 
@@ -256,9 +271,20 @@ class _Conv(_Op):
             sl.append(slice(c0 - origin, c1 - origin))
             pads.append((c0 - r0, r1 - c1))  # zeros outside the image, as the full conv sees
         t = p.t[:, :, sl[0], sl[1]]
-        if any(a or b for a, b in pads):
+        if t.dtype != self.weight.dtype:  # a VAE with some layers kept in another dtype
+            t = t.to(self.weight.dtype)
+        if self.stride == (1, 1):
+            # let the convolution zero-pad both sides by the larger amount (no copy of the
+            # input) and drop the extra output rows/columns next to the tile's inner edges
+            pad = (max(pads[0]), max(pads[1]))
+            y = F.conv2d(t, self.weight, self.bias, 1, pad, self.dilation, self.groups)
+            oy, ox = pad[0] - pads[0][0], pad[1] - pads[1][0]
+            y = y[:, :, oy : oy + r[1] - r[0], ox : ox + r[3] - r[2]]
+        elif pads[0][0] == pads[0][1] and pads[1][0] == pads[1][1]:
+            y = F.conv2d(t, self.weight, self.bias, self.stride, (pads[0][0], pads[1][0]), self.dilation, self.groups)
+        else:
             t = F.pad(t, (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
-        y = F.conv2d(t, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+            y = F.conv2d(t, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         return _Patch(y, r[0], r[2])
 
 
@@ -298,9 +324,13 @@ class _Act(_Op):
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
         self.fn = fn
         self.inplace = bool(getattr(fn, "inplace", False))
+        self.silu = fn is F.silu or type(fn) is nn.SiLU
 
-    def forward(self, p: _Patch, r: Region, size_in: Size) -> _Patch:
+    def forward(self, p: _Patch, r: Region, size_in: Size, owned: bool = False) -> _Patch:
+        """``owned``: the input is a fresh tensor nobody else holds, so it may be overwritten."""
         t = _crop(p, r).t
+        if self.silu and owned and t.is_contiguous():
+            return _Patch(F.silu(t, inplace=True), r[0], r[2])
         if self.inplace:  # never write into a view of a shared buffer
             t = t.clone()
         return _Patch(self.fn(t), r[0], r[2])
@@ -613,28 +643,39 @@ class _GroupStats:
 
 
 def _tile_stats(x: torch.Tensor, groups: int) -> _GroupStats:
-    """Statistics of ``x`` ``(B, C, h, w)`` per (sample, group), computed in float64 a few
-    groups at a time so fp16 never overflows and the float64 copy stays small."""
+    """Statistics of ``x`` ``(B, C, h, w)`` per (sample, group), a few groups at a time so the
+    upcast copy stays small: float64 on the CPU, float32 elsewhere (GPUs are slow at
+    float64; ``var_mean`` is a one-pass Welford there). Either way fp16 cannot overflow, and
+    the tiles are combined in float64."""
     B, C = x.shape[:2]
     cg = C // groups
     step = max(1, min(groups, (1 << 22) // max(1, cg * x.shape[-1] * x.shape[-2] * B)))
+    acc = torch.float64 if x.device.type == "cpu" else torch.float32
     means, vars_ = [], []
     for g0 in range(0, groups, step):
         g1 = min(groups, g0 + step)
-        xs = x[:, g0 * cg : g1 * cg].to(torch.float64).reshape(B, g1 - g0, -1)
+        xs = x[:, g0 * cg : g1 * cg].to(acc).reshape(B, g1 - g0, -1)
         v, m = torch.var_mean(xs, dim=-1, unbiased=False)
-        means.append(m)
-        vars_.append(v)
+        means.append(m.double())
+        vars_.append(v.double())
     return _GroupStats(cg * x.shape[-1] * x.shape[-2], torch.cat(means, 1), torch.cat(vars_, 1))
 
 
 def _combine(parts: Sequence[_GroupStats]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Law of total variance over tiles:
     ``mean = sum n_i mean_i / N``; ``var = sum n_i (var_i + (mean_i - mean)^2) / N``."""
-    N = float(sum(p.n for p in parts))
-    mean = sum(p.mean * p.n for p in parts) / N
-    var = sum((p.var + (p.mean - mean) ** 2) * p.n for p in parts) / N
-    return mean, var
+    n = torch.tensor([float(p.n) for p in parts], dtype=torch.float64, device=parts[0].mean.device)
+    return _combine_arrays(n, torch.stack([p.mean for p in parts]), torch.stack([p.var for p in parts]))
+
+
+def _combine_arrays(n: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_combine` on stacked per-tile values: ``n`` ``(T,)``, ``mean``/``var``
+    ``(T, B, G)``, float64. Returns the ``(B, G)`` mean and (biased) variance."""
+    w = n.view(-1, 1, 1)
+    N = n.sum()
+    m = (w * mean).sum(0) / N
+    v = (w * (var + (mean - m) ** 2)).sum(0) / N
+    return m, v
 
 
 def _gn_apply(x: torch.Tensor, gn: nn.GroupNorm, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -736,19 +777,20 @@ def _split(ops: List[_Op], sizes: List[Size], chans: List[int], what: str) -> Li
 
 @dataclass
 class _Plan:
-    ins: List[Region]
-    outs: List[Region]
-    keep: Dict[int, bool]  # slot -> is the saved stream used by this (prefix) plan
+    ins: List[Region]  # ins[i]: region of the stream entering ops[i]
+    outs: List[Region]  # outs[i]: region ops[i] produces
+    keep: Dict[int, Region]  # slot -> region saved by its _Save (only slots this plan uses)
 
 
-def _plan(seg: _Segment, end: int, target: Region) -> _Plan:
-    """Backward receptive-field planning of ``seg.ops[:end]`` producing ``target`` (a region
-    at ``seg.sizes[end]``)."""
+def _plan(seg: _Segment, end: int, target: Region, slot_targets: Optional[Dict[int, Region]] = None) -> _Plan:
+    """Backward receptive-field planning of ``seg.ops[:end]`` so that the stream at position
+    ``end`` covers ``target`` and each residual slot still open there covers
+    ``slot_targets[slot]`` (regions at ``seg.sizes[end]`` / at the slot's resolution)."""
     ins: List[Region] = [None] * end  # type: ignore[list-item]
     outs: List[Region] = [None] * end  # type: ignore[list-item]
     need = target
-    slot_need: Dict[int, Region] = {}
-    keep: Dict[int, bool] = {}
+    slot_need: Dict[int, Region] = dict(slot_targets or {})
+    keep: Dict[int, Region] = {}
     for i in reversed(range(end)):
         op = seg.ops[i]
         outs[i] = need
@@ -756,13 +798,25 @@ def _plan(seg: _Segment, end: int, target: Region) -> _Plan:
             slot_need[op.slot] = op.skip_need(need, seg.sizes[i])
         elif isinstance(op, _Save):
             s = slot_need.pop(op.slot, None)
-            keep[op.slot] = s is not None
             if s is not None:
                 need = _bbox(need, s)
+                keep[op.slot] = need
         else:
             need = op.need(need, seg.sizes[i])
         ins[i] = need
     return _Plan(ins, outs, keep)
+
+
+def _open_slots(seg: _Segment, pos: int) -> List[Tuple[int, int]]:
+    """``(slot, save_index)`` of the residual slots saved before ``pos`` and not yet added."""
+    open_: Dict[int, int] = {}
+    for i in range(pos):
+        op = seg.ops[i]
+        if isinstance(op, _Save):
+            open_[op.slot] = i
+        elif isinstance(op, _AddSkip):
+            open_.pop(op.slot, None)
+    return list(open_.items())
 
 
 def _core_at(core: Region, ratio: Tuple[int, int]) -> Region:
@@ -795,7 +849,7 @@ def _tile_bytes(seg: _Segment, tile: int, elt: int, batch: int) -> int:
         live = _area(pl.ins[i]) * cin + _area(pl.outs[i]) * cout + sum(open_bytes.values())
         if isinstance(op, _Conv):
             live += _area(pl.ins[i]) * cin  # padded copy at image borders
-        if isinstance(op, _Save) and pl.keep.get(op.slot):
+        if isinstance(op, _Save) and op.slot in pl.keep:
             open_bytes[op.slot] = _area(pl.ins[i]) * cin
         if isinstance(op, _AddSkip):
             live += _area(pl.outs[i]) * cout  # shortcut branch
@@ -832,6 +886,7 @@ class _Run:
                  on_progress: Optional[ProgressFn], should_stop: Optional[StopFn]):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         self.buf_device = torch.device("cpu") if cfg.offload else device
+        self.stash_device = torch.device("cpu")
         self.on_progress, self.should_stop = on_progress, should_stop
         self.done = 0
         self.total = 0
@@ -846,23 +901,15 @@ class _Run:
             self.on_progress(self.done, self.total)
 
 
-def _run_tile(seg: _Segment, src: torch.Tensor, core: Region, end: int,
-              stats: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]], run: _Run) -> torch.Tensor:
-    """Run ``seg.ops[:end]`` for one tile and return the tensor of its core at
-    ``seg.sizes[end]`` (shape ``(B, C, h, w)``). ``stats[op_index] = (mean, var)`` for
-    every GroupNorm before ``end``; ``stats=None`` means "single tile": each GroupNorm
-    uses the statistics of the tensor it sees, which then is the whole feature map."""
-    target = _core_at(core, seg.ratios[end])
-    pl = _plan(seg, end, target)
-    r0 = pl.ins[0] if end else target
-    x = src[:, :, r0[0] : r0[1], r0[2] : r0[3]].to(device=run.device, dtype=run.dtype)
-    p = _Patch(x, r0[0], r0[2])
-    del x
-    saved: Dict[int, _Patch] = {}
-    for i in range(end):
+_State = Tuple[_Patch, Dict[int, _Patch]]  # stream and open residual slots at a position
+
+
+def _run_ops(seg: _Segment, pl: _Plan, start: int, end: int, p: _Patch, saved: Dict[int, _Patch],
+             stats: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]]) -> _State:
+    for i in range(start, end):
         op = seg.ops[i]
         if isinstance(op, _Save):
-            if pl.keep.get(op.slot):
+            if op.slot in pl.keep:
                 saved[op.slot] = p
             p = _crop(p, pl.outs[i])
         elif isinstance(op, _AddSkip):
@@ -880,17 +927,62 @@ def _run_tile(seg: _Segment, src: torch.Tensor, core: Region, end: int,
             else:
                 mean, var = stats[i]
             p = _Patch(_gn_apply(q.t, op.gn, mean, var), q.y0, q.x0)
+        elif isinstance(op, _Act):
+            prev = seg.ops[i - 1] if i > start else None
+            p = op.forward(p, pl.outs[i], seg.sizes[i], owned=isinstance(prev, _Norm))
         else:
             p = op.forward(_crop(p, pl.ins[i]), pl.outs[i], seg.sizes[i])
-    return _crop(p, target).t
+    return p, saved
+
+
+def _run_tile(seg: _Segment, src: torch.Tensor, core: Region, end: int,
+              stats: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]], run: _Run,
+              start: int = 0, state: Optional[_State] = None,
+              stash_plan: Optional[_Plan] = None) -> _State:
+    """Run ``seg.ops[start:end]`` for the tile with core ``core`` (at ``seg.ref``).
+
+    The input is ``src`` ``(B, C, H, W)`` when ``start == 0``, else ``state`` (a stash taken
+    at ``start``). ``stats[op_index] = (mean, var)`` for every GroupNorm in the range;
+    ``stats=None`` means "single tile": each GroupNorm uses the statistics of the tensor it
+    sees, which then is the whole feature map. Returns the stream at ``end`` (covering the
+    core at ``seg.sizes[end]``, or the regions of ``stash_plan`` when given, so the result
+    can be stashed) and the residual slots still open there.
+    """
+    if stash_plan is not None:
+        target = stash_plan.ins[end]
+        slot_targets = {s: stash_plan.keep[s] for s, _ in _open_slots(seg, end) if s in stash_plan.keep}
+    else:
+        target, slot_targets = _core_at(core, seg.ratios[end]), None
+    pl = _plan(seg, end, target, slot_targets)
+    if state is None:
+        r0 = pl.ins[0] if end else target
+        x = src[:, :, r0[0] : r0[1], r0[2] : r0[3]].to(device=run.device, dtype=run.dtype)
+        p, saved = _Patch(x, r0[0], r0[2]), {}
+        del x
+    else:
+        p = _Patch(state[0].t.to(run.device), state[0].y0, state[0].x0)
+        saved = {s: _Patch(v.t.to(run.device), v.y0, v.x0) for s, v in state[1].items()}
+    return _run_ops(seg, pl, start, end, p, saved, stats)
+
+
+def _stash_bytes(seg: _Segment, plans: List[_Plan], pos: int, elt: int, batch: int) -> int:
+    total = 0
+    open_ = _open_slots(seg, pos)
+    for pl in plans:
+        total += _area(pl.ins[pos]) * seg.chans[pos]
+        total += sum(_area(pl.keep[s]) * seg.chans[i] for s, i in open_ if s in pl.keep)
+    return total * elt * batch
 
 
 def _run_segment(seg: _Segment, src: torch.Tensor, tile: int, run: _Run) -> torch.Tensor:
     """Run one tiled segment over ``src`` ``(B, C, H, W)``; returns the full output buffer."""
     B = src.shape[0]
     H, W = seg.out_size
+    n = len(seg.ops)
+    elt = torch.finfo(run.dtype).bits // 8
     dst = torch.empty((B, seg.chans[-1], H, W), device=run.buf_device, dtype=run.dtype)
     stats: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
+    stash_budget = run.cfg.stash_mib * _MIB
     k = 0  # next pass: 0..len(norms)-1 gather statistics, len(norms) writes the output
     while True:
         grid = _grid(seg.ref, tile)
@@ -899,28 +991,50 @@ def _run_segment(seg: _Segment, src: torch.Tensor, tile: int, run: _Run) -> torc
         planned = passes_left * len(grid)
         run.total += planned
         done_before = run.done
+        stash: Optional[List[Optional[_State]]] = None
+        stash_pos = 0
+        final_plans = [_plan(seg, n, _core_at(c, seg.ratios[-1])) for c in grid] if stash_budget and not single else []
         try:
             if single:
                 run.check()
-                dst[:] = _run_tile(seg, src, grid[0], len(seg.ops), None, run).to(run.buf_device)
+                p, _ = _run_tile(seg, src, grid[0], n, None, run)
+                dst[:] = p.t.to(run.buf_device)
                 run.tick()
                 return dst
             while k <= len(seg.norms):
                 final = k == len(seg.norms)
-                end = len(seg.ops) if final else seg.norms[k]
-                parts = []
-                for core in grid:
+                end = n if final else seg.norms[k]
+                write = bool(final_plans) and not final and \
+                    _stash_bytes(seg, final_plans, end, elt, B) <= stash_budget
+                new_stash: List[Optional[_State]] = []
+                if not final:  # one preallocated record per pass: no small tensors kept per tile
+                    t_n = torch.zeros(len(grid), dtype=torch.float64)
+                    t_mean = torch.zeros((len(grid), B, seg.ops[end].groups), dtype=torch.float64)
+                    t_var = torch.zeros_like(t_mean)
+                for i, core in enumerate(grid):
                     run.check()
-                    out = _run_tile(seg, src, core, end, stats, run)
+                    state = stash[i] if stash is not None else None
+                    if write and stash is not None:
+                        stash[i] = None  # consumed: the new stash replaces it tile by tile
+                    p, saved = _run_tile(seg, src, core, end, stats, run, stash_pos, state,
+                                         final_plans[i] if write else None)
+                    c = _core_at(core, seg.ratios[end])
                     if final:
-                        c = _core_at(core, seg.ratios[-1])
-                        dst[:, :, c[0] : c[1], c[2] : c[3]] = out.to(run.buf_device)
+                        dst[:, :, c[0] : c[1], c[2] : c[3]] = _crop(p, c).t.to(run.buf_device)
                     else:
-                        parts.append(_tile_stats(out, seg.ops[end].groups))
-                    del out
+                        ts = _tile_stats(_crop(p, c).t, seg.ops[end].groups)
+                        t_n[i], t_mean[i], t_var[i] = float(ts.n), ts.mean.cpu(), ts.var.cpu()
+                        del ts
+                    if write:
+                        dev = run.stash_device
+                        new_stash.append((_Patch(p.t.to(dev), p.y0, p.x0),
+                                          {s: _Patch(v.t.to(dev), v.y0, v.x0) for s, v in saved.items()}))
+                    del p, saved, state
                     run.tick()
                 if not final:
-                    stats[end] = _combine(parts)
+                    stats[end] = _combine_arrays(t_n, t_mean, t_var)
+                if write:
+                    stash, stash_pos = new_stash, end
                 k += 1
             return dst
         except Exception as exc:  # noqa: BLE001 - only OOM is handled
@@ -930,9 +1044,32 @@ def _run_segment(seg: _Segment, src: torch.Tensor, tile: int, run: _Run) -> torc
             log.warning("tiled VAE: out of memory with tile_size=%d; retrying this pass with tile_size=%d",
                         tile, new)
         # outside the except block, so the traceback (and its tile tensors) is gone
+        stash = None
         _free_cache(run.device)
         run.total -= planned - (run.done - done_before)
         tile = new
+
+
+def _attend_blocks(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, block: int) -> torch.Tensor:
+    """``softmax(q K^T / sqrt(d)) V`` with K and V ``(B, heads, N, d)`` held elsewhere (host
+    memory) and brought to ``q``'s device ``block`` keys at a time (online softmax, float32)."""
+    scale = q.shape[-1] ** -0.5
+    qf = q.float() * scale
+    m = torch.full(q.shape[:-1] + (1,), float("-inf"), device=q.device)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    for j in range(0, K.shape[2], block):
+        k = K[:, :, j : j + block].to(q.device).float()
+        v = V[:, :, j : j + block].to(q.device).float()
+        s = qf @ k.transpose(-1, -2)
+        m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
+        p = torch.exp(s - m_new)
+        corr = torch.exp(m - m_new)
+        l = l * corr + p.sum(dim=-1, keepdim=True)
+        acc = acc * corr + p @ v
+        m = m_new
+        del k, v, s, p
+    return (acc / l).to(q.dtype)
 
 
 def _run_attention(spec: _AttnSpec, buf: torch.Tensor, run: _Run) -> torch.Tensor:
@@ -955,26 +1092,30 @@ def _run_attention(spec: _AttnSpec, buf: torch.Tensor, run: _Run) -> torch.Tenso
             def normed(r0: int, r1: int) -> Tuple[torch.Tensor, torch.Tensor]:
                 x = buf[:, :, r0:r1].to(device=run.device, dtype=run.dtype)
                 xn = _gn_apply(x, spec.norm, *stats) if spec.norm is not None else x
-                return x, xn.flatten(2).transpose(1, 2)  # (B, n, C)
+                return x, xn.flatten(2).transpose(1, 2).to(spec.wq.dtype)  # (B, n, C)
 
             def heads_of(t: torch.Tensor) -> torch.Tensor:
                 return t.reshape(B, t.shape[1], heads, d).transpose(1, 2)
 
-            K = torch.empty((B, heads, N, d), device=run.device, dtype=run.dtype)
-            V = torch.empty((B, heads, N, d), device=run.device, dtype=run.dtype)
+            kv_dev = run.buf_device  # the compute device unless offloading
+            K = torch.empty((B, heads, N, d), device=kv_dev, dtype=run.dtype)
+            V = torch.empty((B, heads, N, d), device=kv_dev, dtype=run.dtype)
             for r in range(0, H, rows):
                 r1 = min(H, r + rows)
                 _, tok = normed(r, r1)
                 K[:, :, r * W : r1 * W] = heads_of(F.linear(tok, spec.wk, spec.bk))
                 V[:, :, r * W : r1 * W] = heads_of(F.linear(tok, spec.wv, spec.bv))
                 del tok
-            qrows = max(1, min(H, chunk_bytes // max(1, W * N * heads * max(elt, 4) * B)))
+            streamed = kv_dev != run.device
+            kblock = max(1, min(N, chunk_bytes // max(1, 4 * B * heads * (2 * d + W * 64))))
+            keys = kblock if streamed else N  # scores are (queries x keys)
+            qrows = max(1, min(H, chunk_bytes // max(1, W * keys * heads * max(elt, 4) * B)))
             for r in range(0, H, qrows):
                 run.check()
                 r1 = min(H, r + qrows)
                 x, tok = normed(r, r1)
                 q = heads_of(F.linear(tok, spec.wq, spec.bq))
-                o = F.scaled_dot_product_attention(q, K, V)
+                o = _attend_blocks(q, K, V, kblock) if streamed else F.scaled_dot_product_attention(q, K, V)
                 o = o.transpose(1, 2).reshape(B, -1, heads * d).to(q.dtype)
                 o = F.linear(o, spec.wo, spec.bo).transpose(1, 2).reshape(B, C, r1 - r, W)
                 if spec.residual:
@@ -983,6 +1124,7 @@ def _run_attention(spec: _AttnSpec, buf: torch.Tensor, run: _Run) -> torch.Tenso
                     o = o / spec.rescale
                 buf[:, :, r:r1] = o.to(buf.device)
                 del x, tok, q, o
+            run.total += 1
             run.tick()
             return buf
         except Exception as exc:  # noqa: BLE001 - only OOM is handled
@@ -1021,7 +1163,10 @@ def _tile_sizes(segs: List[_Segment], cfg: TiledVAEConfig, device: torch.device,
         if s.is_global:
             out.append(0)
         elif fixed is None:
-            out.append(_fit_tile(s, budget, elt, batch, lo))
+            # the segment's own input and output buffers share the device with its tiles
+            io = 0 if cfg.offload else batch * elt * (
+                s.chans[0] * s.sizes[0][0] * s.sizes[0][1] + s.chans[-1] * s.sizes[-1][0] * s.sizes[-1][1])
+            out.append(_fit_tile(s, max(0, budget - io), elt, batch, lo))
         elif not cfg.scale_low_res_tiles:
             out.append(fixed)
         else:  # the heaviest segment gets `fixed`; lighter ones larger tiles in the same memory
@@ -1029,37 +1174,44 @@ def _tile_sizes(segs: List[_Segment], cfg: TiledVAEConfig, device: torch.device,
     return out
 
 
-def _execute(ops: List[_Op], x: torch.Tensor, module: nn.Module, cfg: TiledVAEConfig, what: str,
-             on_progress: Optional[ProgressFn], should_stop: Optional[StopFn]) -> torch.Tensor:
+def _prepare(ops: List[_Op], shape: Sequence[int], cfg: TiledVAEConfig, device: torch.device,
+             dtype: torch.dtype, what: str) -> Tuple[List[_Segment], List[int]]:
+    """Segments and their tile sizes for an input of ``shape`` ``(B, C, H, W)``; raises
+    ``ValueError`` when the settings cannot handle that size."""
     cfg.validate()
-    param = next(module.parameters())
-    device, dtype = param.device, param.dtype
-    run = _Run(cfg, device, dtype, on_progress, should_stop)
-    sizes, chans = _trace(ops, tuple(x.shape[-2:]), x.shape[1])
+    B = int(shape[0])
+    sizes, chans = _trace(ops, (int(shape[2]), int(shape[3])), int(shape[1]))
     segs = _split(ops, sizes, chans, what)
     elt = torch.finfo(dtype).bits // 8
-    B = x.shape[0]
     tiles = _tile_sizes(segs, cfg, device, elt, B)
+    budget = None if cfg.offload else _budget(device, cfg)
     for s, t in zip(segs, tiles):
         if s.is_global:
-            if device.type == "cuda":
-                need = 2 * B * s.sizes[0][0] * s.sizes[0][1] * s.chans[0] * elt
-                budget = _budget(device, cfg)
-                if budget is not None and need > budget:
-                    raise ValueError(
-                        f"{what} too large for exact global attention: K and V of the "
-                        f"{s.sizes[0][0]}x{s.sizes[0][1]} feature map need {need / 2**30:.2f} GiB but "
-                        f"{budget / 2**30:.2f} GiB is available; use a smaller image, free GPU memory "
-                        "or raise memory_fraction"
-                    )
+            need = 2 * B * s.sizes[0][0] * s.sizes[0][1] * s.chans[0] * elt
+            if budget is not None and need > budget:
+                raise ValueError(
+                    f"{what} too large for exact global attention: K and V of the "
+                    f"{s.sizes[0][0]}x{s.sizes[0][1]} feature map need {need / 2**30:.2f} GiB but "
+                    f"{budget / 2**30:.2f} GiB is available; set offload=True (K and V then stay in "
+                    "host memory), use a smaller image or free GPU memory"
+                )
             continue
         n = len(_grid(s.ref, t))
         if n > cfg.max_tiles:
             raise ValueError(
-                f"{what} of {tuple(x.shape[-2:])} needs {n} tiles per pass at tile_size={t} "
+                f"{what} of {tuple(shape[-2:])} needs {n} tiles per pass at tile_size={t} "
                 f"(max_tiles={cfg.max_tiles}); raise tile_size or max_tiles, or use a smaller image"
             )
+    return segs, tiles
+
+
+def _execute(ops: List[_Op], x: torch.Tensor, module: nn.Module, cfg: TiledVAEConfig, what: str,
+             on_progress: Optional[ProgressFn], should_stop: Optional[StopFn]) -> torch.Tensor:
+    param = next(module.parameters())
+    device, dtype = param.device, param.dtype
+    segs, tiles = _prepare(ops, x.shape, cfg, device, dtype, what)
     log.debug("tiled VAE %s: %d segments, tile sizes %s", what, len(segs), tiles)
+    run = _Run(cfg, device, dtype, on_progress, should_stop)
     with torch.no_grad():
         buf = x
         for s, t in zip(segs, tiles):
@@ -1161,6 +1313,36 @@ def tiled_encode(vae, image: torch.Tensor, tile_size: Optional[int] = None,
         )
     moments = _execute(ops, image, module, cfg, "image", on_progress, should_stop)
     return moments if output == "moments" else moments_to_latent(moments, output, generator)
+
+
+def plan_tiled_vae(vae, shape: Sequence[int], mode: str = "decode", tile_size: Optional[int] = None,
+                   config: Optional[TiledVAEConfig] = None) -> List[dict]:
+    """What :func:`tiled_decode` (``mode="decode"``) or :func:`tiled_encode` would do for an
+    input of ``shape`` ``(B, C, H, W)``, without running it. One dict per stage, in order:
+    ``kind`` ("tiled" or "attention"), ``in_size``/``out_size`` ``(H, W)``, ``in_channels``,
+    ``out_channels``, ``tile_size`` (core edge in pixels of the stage's coarsest
+    resolution), ``tiles``, ``passes`` (GroupNorm passes + 1, or 1 for a single tile),
+    ``out_bytes`` (the full buffer the stage writes) and ``tile_bytes`` (estimated peak of one
+    tile). Raises ``ValueError`` like the real call would."""
+    cfg = _config(config, tile_size)
+    if mode not in ("decode", "encode"):
+        raise ValueError(f"mode must be 'decode' or 'encode', got {mode!r}")
+    ops, module = _decoder_program(vae) if mode == "decode" else _encoder_program(vae)
+    param = next(module.parameters())
+    elt = torch.finfo(param.dtype).bits // 8
+    segs, tiles = _prepare(ops, shape, cfg, param.device, param.dtype, "latent" if mode == "decode" else "image")
+    out = []
+    for s, t in zip(segs, tiles):
+        n = 1 if s.is_global else len(_grid(s.ref, t))
+        out.append(dict(
+            kind="attention" if s.is_global else "tiled",
+            in_size=s.sizes[0], out_size=s.sizes[-1], in_channels=s.chans[0], out_channels=s.chans[-1],
+            tile_size=None if s.is_global else t, tiles=n,
+            passes=1 if (s.is_global or n == 1) else len(s.norms) + 1,
+            out_bytes=int(shape[0]) * s.chans[-1] * s.sizes[-1][0] * s.sizes[-1][1] * elt,
+            tile_bytes=0 if s.is_global else _tile_bytes(s, t, elt, int(shape[0])),
+        ))
+    return out
 
 
 def moments_to_latent(moments: torch.Tensor, mode: str = "mean",

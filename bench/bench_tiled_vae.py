@@ -1,0 +1,226 @@
+"""Peak memory and time of lib_mixture.tiled_vae.tiled_decode vs the plain decode, on the CPU.
+
+Each case runs in its own subprocess so that peak memory is measured cleanly: the worker
+builds the VAE and the latent, warms the kernels up on a tiny input, then resets the
+kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), decodes, and reads ``VmHWM``.
+"extra" is the peak resident memory above what the process held before the decode (model,
+latent, interpreter) minus the output image: the memory the decode itself needed beyond its
+input and output buffers. The tiled decode's "extra" is split into the latent-resolution
+buffer (the low-resolution feature map handed to the tiled full-resolution stage; it grows
+with the latent, see ``plan_tiled_vae``) and the rest, the tile working set, which should not
+depend on the image size.
+
+Allocator: glibc's malloc serves blocks below its mmap threshold from a heap that fragments
+and keeps freed pages resident, and it raises that threshold dynamically (up to 32 MiB)
+after large frees. Thousands of tile tensors of a few sizes then show up as resident memory
+no tensor uses: with the default, 249 MiB instead of 87 MiB (tiled 1024x1024, tile 64); with
+a fixed 1 MiB threshold the 4K case, whose 30x32 cores put the 4x-resolution tensors just
+under 1 MiB, still read 23% above 1024x1024. The workers therefore run with
+``MALLOC_MMAP_THRESHOLD_=131072`` (fixed 128 KiB: tile tensors are mapped and unmapped, so
+RSS follows the live tensors), for every mode alike; ``--glibc-default`` turns that off.
+Fresh pages cost time, so the times are pessimistic for every mode.
+
+VAE: diffusers ``AutoencoderKL`` with random weights (seed 0), the SD layout scaled down so
+the run fits a few minutes on 2 cores: block_out_channels (8, 16, 32, 32) (SD: 128, 256,
+512, 512), layers_per_block 1 (SD: 2), norm_num_groups 8, latent_channels 4, fp32. The
+mid-block self-attention is off by default because, being global, it costs the same
+``O((h*w)^2)`` in both decodes (minutes at 4K on 2 cores) and tells nothing about tiling;
+``--attention`` turns it on (its buffers, 3 x C_mid x h x w, then add to the
+latent-resolution part).
+
+Tile size: 32 latent px by default, so that every size, 1024x1024 included, has interior
+tiles (halo on all four sides), the largest working set the tile size allows. With 64, a
+1024x1024 image is 2x2 border tiles whose one-sided halos make it ~12% lighter than the
+bound that larger images reach; the memory does not grow past that bound.
+
+Usage: python bench/bench_tiled_vae.py [--quick] [--tile 32] [--threads 2] [--attention]
+                                       [--modes plain,tiled,stash] [--stash-mib 4096]
+                                       [--glibc-default]
+
+Modes: "plain" = ``vae.decode``; "tiled" = ``tiled_decode`` with stash_mib=0 (memory bounded
+by the tile, ~K/2 x the compute for K GroupNorms); "stash" = ``tiled_decode`` keeping the
+tiles' activations between passes within ``--stash-mib`` (fast, memory grows up to the
+budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+SIZES = [(1024, 1024), (2048, 2048), (2160, 3840)]
+QUICK_SIZES = [(512, 512), (1024, 1024)]
+
+
+def _build_vae(attention: bool):
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 32, 32), layers_per_block=1, norm_num_groups=8,
+        mid_block_add_attention=attention,
+    ).eval()
+
+
+def _latent(h: int, w: int):
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(1, 4, h, w, generator=g)
+    yy = torch.linspace(-1, 1, h).view(1, 1, h, 1)
+    xx = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+    return z + 2.0 * yy - 1.5 * xx
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _worker(args) -> None:
+    import torch
+
+    from lib_mixture import tiled_vae as tv
+
+    torch.set_num_threads(args.threads)
+    vae = _build_vae(args.attention)
+    cfg = tv.TiledVAEConfig(tile_size=args.tile, stash_mib=args.stash_mib if args.mode == "stash" else 0)
+
+    def run(z):
+        if args.mode == "plain":
+            with torch.no_grad():
+                return vae.decode(z).sample
+        return tv.tiled_decode(vae, z, config=cfg)
+
+    run(_latent(16, 16))  # warm-up: kernels, thread pool
+    z = _latent(args.h // 8, args.w // 8)
+    plan = tv.plan_tiled_vae(vae, z.shape, config=cfg)
+    gc.collect()
+    rss0 = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    t0 = time.perf_counter()
+    out = run(z)
+    dt = time.perf_counter() - t0
+    peak = _status_kib("VmHWM")
+    torch.save(out, args.out)
+    print(json.dumps(dict(
+        mode=args.mode, h=args.h, w=args.w, seconds=dt, rss0=rss0 * 1024, peak=peak * 1024,
+        out_bytes=out.numel() * out.element_size(), in_bytes=z.numel() * z.element_size(),
+        latent_buffer=max([p["out_bytes"] for p in plan[:-1]] or [0]),
+        tiles=plan[-1]["tiles"], passes=plan[-1]["passes"],
+    )))
+
+
+def _case(args, mode: str, h: int, w: int, out_path: str) -> dict:
+    env = dict(os.environ)
+    if not args.glibc_default:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--h", str(h), "--w", str(w),
+           "--tile", str(args.tile), "--threads", str(args.threads), "--stash-mib", str(args.stash_mib),
+           "--out", out_path] + (["--attention"] if args.attention else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        return dict(mode=mode, h=h, w=w, error=(res.stderr.strip().splitlines() or ["?"])[-1])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _psnr(a_path: str, b_path: str) -> float:
+    import torch
+
+    a, b = torch.load(a_path), torch.load(b_path)
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    rng = (b.max() - b.min()).item()
+    return float("inf") if mse == 0 else 10 * math.log10(rng * rng / mse)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="512x512 and 1024x1024 only")
+    ap.add_argument("--tile", type=int, default=32, help="tile_size in latent px (default 32 = 256 image px)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attention", action="store_true", help="keep the mid-block self-attention (slow)")
+    ap.add_argument("--modes", default="plain,tiled", help="comma list of plain, tiled, stash")
+    ap.add_argument("--stash-mib", type=int, default=4096, help="stash budget of the 'stash' mode")
+    ap.add_argument("--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold")
+    ap.add_argument("--worker", choices=["plain", "tiled", "stash"], help=argparse.SUPPRESS)
+    ap.add_argument("--h", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--w", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        args.mode = args.worker
+        _worker(args)
+        return
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("plain", "tiled", "stash")]
+    if bad or not modes:
+        ap.error(f"unknown modes {bad}")
+
+    mib = 2.0 ** 20
+    sizes = QUICK_SIZES if args.quick else SIZES
+    print(f"VAE: AutoencoderKL block_out_channels (8,16,32,32), layers_per_block 1, 8 groups, fp32, "
+          f"mid attention {'on' if args.attention else 'off'}; CPU, {args.threads} threads; "
+          f"tile_size {args.tile} latent px; stash mode budget {args.stash_mib} MiB; "
+          f"malloc {'glibc default' if args.glibc_default else 'MALLOC_MMAP_THRESHOLD_=128KiB'}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for h, w in sizes:
+            rows = {}
+            for m in modes:
+                path = os.path.join(tmp, f"{m}{h}x{w}.pt")
+                rows[m] = _case(args, m, h, w, path)
+                rows[m]["path"] = path
+                print(f"  done {w}x{h} {m}", file=sys.stderr, flush=True)
+            results.append(rows)
+
+        hdr = (f"{'image WxH':>10} | {'mode':5} | {'time s':>7} | {'x plain':>7} | {'extra MiB':>9} | "
+               f"{'latent buf':>10} | {'tile set':>8} | {'vs first':>8} | {'tiles x passes':>14} | PSNR dB")
+        print(hdr)
+        print("-" * len(hdr))
+        first: dict = {}
+        for rows in results:
+            plain = rows.get("plain")
+            plain_ok = plain is not None and "error" not in plain
+            for m in modes:
+                r = rows[m]
+                size = f"{r['w']}x{r['h']}"
+                if "error" in r:
+                    print(f"{size:>10} | {m:5} | failed: {r['error']}")
+                    continue
+                extra = (r["peak"] - r["rss0"] - r["out_bytes"]) / mib
+                ratio = r["seconds"] / plain["seconds"] if plain_ok else float("nan")
+                if m == "plain":
+                    print(f"{size:>10} | plain | {r['seconds']:7.1f} | {1.0:7.2f} | {extra:9.1f} | "
+                          f"{'-':>10} | {'-':>8} | {'-':>8} | {'-':>14} |")
+                    continue
+                buf = r["latent_buffer"] / mib
+                work = extra - buf
+                first.setdefault(m, work)
+                ps = f"{_psnr(r['path'], plain['path']):.1f}" if plain_ok else "n/a"
+                print(f"{size:>10} | {m:5} | {r['seconds']:7.1f} | {ratio:7.2f} | {extra:9.1f} | {buf:10.1f} | "
+                      f"{work:8.1f} | {work / first[m]:8.3f} | {r['tiles']:>6} x {r['passes']:<5} | {ps}")
+    print("extra = peak RSS during the decode - RSS before it - output image; latent buf = the "
+          "latent-resolution feature map the full-resolution stage reads; tile set = extra - latent buf; "
+          "vs first = tile set / tile set of the first size.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,429 @@
+"""Tests of lib_mixture.tiled_vae against the untiled diffusers AutoencoderKL (random weights).
+
+The VAE is small (block_out_channels (16, 16, 32, 32), 8 groups, 1 resnet per down block,
+mid-block attention on) so that the whole file runs in well under a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lib_mixture import tiled_vae as tv
+
+diffusers = pytest.importorskip("diffusers")
+
+TILE = 8  # latent pixels = 64 image pixels
+
+
+def _make_vae(seed: int = 0) -> "diffusers.AutoencoderKL":
+    torch.manual_seed(seed)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8,
+    ).eval()
+    with torch.no_grad():  # non-trivial GroupNorm affine parameters
+        for m in vae.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return vae
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return _make_vae()
+
+
+def _latent(h: int, w: int, b: int = 1, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, 4, h, w, generator=g)
+    # low-frequency structure so tiles really differ in their statistics
+    yy = torch.linspace(-1, 1, h).view(1, 1, h, 1)
+    xx = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+    return z + 2.0 * yy - 1.5 * xx
+
+
+def _full_decode(vae, z):
+    with torch.no_grad():
+        return vae.decode(z).sample
+
+
+def _psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
+    mse = torch.mean((a.double() - ref.double()) ** 2).item()
+    rng = (ref.max() - ref.min()).item()
+    return float("inf") if mse == 0 else 10 * math.log10(rng * rng / mse)
+
+
+def _cfg(**kw) -> tv.TiledVAEConfig:
+    kw.setdefault("scale_low_res_tiles", False)  # multi-tile latent-resolution segments too
+    return tv.TiledVAEConfig(**kw)
+
+
+@pytest.fixture(scope="module")
+def z16():
+    return _latent(16, 13)
+
+
+@pytest.fixture(scope="module")
+def ref16(vae, z16):
+    return _full_decode(vae, z16)
+
+
+# ----------------------------------------------------------------------------------------
+# exactness
+# ----------------------------------------------------------------------------------------
+
+
+def test_decode_matches_full_decode_multipass(vae, z16, ref16):
+    """Default mode (no stash, memory flat): recomputing passes, 2x2 tiles everywhere."""
+    out = tv.tiled_decode(vae, z16, tile_size=TILE, config=_cfg())
+    assert out.shape == ref16.shape == (1, 3, 128, 104)
+    err = (out - ref16).abs().max().item()
+    psnr = _psnr(out, ref16)
+    print(f"tiled vs full decode: max |err| {err:.2e}, PSNR {psnr:.1f} dB")
+    assert err < 1e-4
+    assert psnr > 90.0
+
+
+@pytest.mark.parametrize("stash_mib", [1, 10_000])
+def test_decode_with_stash_is_the_same(vae, z16, ref16, stash_mib):
+    """A partial (1 MiB: only the small stashes fit) or full stash changes speed, not the result."""
+    out = tv.tiled_decode(vae, z16, tile_size=TILE, config=_cfg(stash_mib=stash_mib))
+    assert (out - ref16).abs().max().item() < 1e-4
+
+
+def test_decode_batch_and_default_low_res_scaling(vae):
+    z = _latent(12, 20, b=2, seed=5)
+    ref = _full_decode(vae, z)
+    out = tv.tiled_decode(vae, z, tile_size=TILE, config=tv.TiledVAEConfig(stash_mib=10_000))
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() < 1e-4
+
+
+def test_single_tile_auto_size_on_cpu(vae):
+    z = _latent(8, 8, seed=3)
+    ref = _full_decode(vae, z)
+    calls = []
+    out = tv.tiled_decode(vae, z, on_progress=lambda d, t: calls.append((d, t)))  # cpu_tile_size = 64
+    assert (out - ref).abs().max().item() < 1e-4
+    assert calls[-1][0] == calls[-1][1] == 4  # 3 single-tile segments + the attention op
+
+
+def test_encode_matches_full_encode(vae):
+    g = torch.Generator().manual_seed(7)
+    img = torch.rand(1, 3, 128, 96, generator=g) * 2 - 1
+    with torch.no_grad():
+        ref = vae.encode(img).latent_dist
+    moments = tv.tiled_encode(vae, img, tile_size=TILE, config=_cfg())
+    assert moments.shape == ref.parameters.shape == (1, 8, 16, 12)
+    err = (moments - ref.parameters).abs().max().item()
+    psnr = _psnr(moments, ref.parameters)
+    print(f"tiled vs full encode: max |err| {err:.2e}, PSNR {psnr:.1f} dB")
+    assert err < 1e-4 and psnr > 90.0
+    mean = tv.tiled_encode(vae, img, tile_size=TILE, config=_cfg(stash_mib=10_000), output="mean")
+    assert (mean - ref.mean).abs().max().item() < 1e-4
+    s1 = tv.tiled_encode(vae, img, config=_cfg(), output="sample", generator=torch.Generator().manual_seed(0))
+    assert s1.shape == (1, 4, 16, 12)
+    assert (s1 - ref.mean).abs().max().item() < 10 * ref.std.max().item()
+
+
+# ----------------------------------------------------------------------------------------
+# seams
+# ----------------------------------------------------------------------------------------
+
+
+def _naive_tiled_decode(vae, z, tile, pad):
+    """The naive approach the seam test must catch: decode overlapping crops independently
+    (so every GroupNorm and the attention use per-tile statistics) and keep the cores."""
+    f = 8
+    out = torch.zeros(z.shape[0], 3, z.shape[2] * f, z.shape[3] * f)
+    for y in range(0, z.shape[2], tile):
+        for x in range(0, z.shape[3], tile):
+            y0, x0 = max(0, y - pad), max(0, x - pad)
+            y1, x1 = min(z.shape[2], y + tile + pad), min(z.shape[3], x + tile + pad)
+            dec = _full_decode(vae, z[:, :, y0:y1, x0:x1])
+            cy, cx = (y - y0) * f, (x - x0) * f
+            h, w = min(tile, z.shape[2] - y) * f, min(tile, z.shape[3] - x) * f
+            out[:, :, y * f : y * f + h, x * f : x * f + w] = dec[:, :, cy : cy + h, cx : cx + w]
+    return out
+
+
+def _seam_score(out, ref, bounds_px):
+    """Error of the pixel-to-pixel differences across tile boundaries, relative to the same
+    error elsewhere (median). 1 means boundaries look like the rest of the image."""
+    scores = []
+    for dim in (-1, -2):
+        d_out = out.diff(dim=dim)
+        d_ref = ref.diff(dim=dim)
+        other = (-2, 1, 0) if dim == -1 else (-1, 1, 0)
+        err = (d_out - d_ref).abs().double().mean(dim=other)  # one value per gap j (between j, j+1)
+        at = torch.tensor([b - 1 for b in bounds_px])
+        mask = torch.ones_like(err, dtype=torch.bool)
+        mask[at] = False
+        scores.append((err[at].mean() / err[mask].median().clamp_min(1e-12)).item())
+    return max(scores)
+
+
+def _smooth_decoder_vae():
+    """Random weights give noise-like images in which a per-tile colour shift hides among the
+    pixel-to-pixel differences. Real decoders output locally smooth images; mimic that by
+    making every 3x3 decoder convolution a channel mix times a binomial blur."""
+    vae = _make_vae(seed=4)
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k = (k[:, None] * k[None, :]) / 16
+    with torch.no_grad():
+        for m in vae.decoder.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3):
+                m.weight.copy_(m.weight.sum(dim=(2, 3), keepdim=True) * k)
+    return vae
+
+
+def test_seams_do_not_stand_out_and_naive_tiling_is_caught():
+    vae = _smooth_decoder_vae()
+    z = _latent(16, 16, seed=11)
+    ref = _full_decode(vae, z)
+    bounds = [TILE * 8]  # 2x2 tiles: boundaries at image px 64
+    ours = tv.tiled_decode(vae, z, tile_size=TILE, config=_cfg(stash_mib=10_000))
+    naive = _naive_tiled_decode(vae, z, TILE, pad=4)
+    s_ours, s_naive = _seam_score(ours, ref, bounds), _seam_score(naive, ref, bounds)
+    print(f"seam score (boundary error / typical error): ours {s_ours:.2f}, naive {s_naive:.2f}; "
+          f"PSNR ours {_psnr(ours, ref):.1f} dB, naive {_psnr(naive, ref):.1f} dB")
+    assert s_naive > 3.0, "the seam metric must flag naive per-tile normalisation"
+    assert s_ours < 3.0
+    assert _psnr(naive, ref) < 40.0 < _psnr(ours, ref)
+
+
+# ----------------------------------------------------------------------------------------
+# out of memory, dtypes, progress, interruption, errors
+# ----------------------------------------------------------------------------------------
+
+
+def _inject_oom(monkeypatch, max_core: int, exc_factory):
+    """Make tiles whose core is larger than ``max_core`` latent px on a side fail like CUDA."""
+    real = tv._run_tile
+    seen = {"raised": 0, "cores": []}
+
+    def fake(seg, src, core, *a, **k):
+        edge = max(core[1] - core[0], core[3] - core[2])
+        seen["cores"].append(edge)
+        if edge > max_core:
+            seen["raised"] += 1
+            raise exc_factory()
+        return real(seg, src, core, *a, **k)
+
+    monkeypatch.setattr(tv, "_run_tile", fake)
+    return seen
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    lambda: RuntimeError("CUDA error: out of memory"),
+])
+def test_oom_retries_with_smaller_tiles(vae, z16, ref16, monkeypatch, caplog, factory):
+    seen = _inject_oom(monkeypatch, TILE, factory)
+    done = []
+    with caplog.at_level(logging.WARNING, logger="lib_mixture.tiled_vae"):
+        out = tv.tiled_decode(vae, z16, tile_size=2 * TILE, config=_cfg(stash_mib=10_000),
+                              on_progress=lambda d, t: done.append((d, t)))
+    assert seen["raised"] >= 1
+    assert max(seen["cores"][-4:]) <= TILE
+    assert "retrying" in caplog.text
+    assert (out - ref16).abs().max().item() < 1e-4
+    assert done[-1][0] == done[-1][1]  # totals corrected after the retry
+
+
+def test_oom_at_min_tile_size_and_other_errors_propagate(vae, z16, monkeypatch):
+    _inject_oom(monkeypatch, 0, lambda: torch.OutOfMemoryError("CUDA out of memory"))
+    with pytest.raises(torch.OutOfMemoryError):
+        tv.tiled_decode(vae, z16, tile_size=TILE, config=_cfg(min_tile_size=4))
+    _inject_oom(monkeypatch, 0, lambda: RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        tv.tiled_decode(vae, z16, tile_size=TILE, config=_cfg())
+
+
+def _half_dtype():
+    for dt in (torch.float16, torch.bfloat16):
+        try:
+            x = torch.randn(1, 8, 6, 6, dtype=dt)
+            torch.nn.functional.conv2d(x, torch.randn(8, 8, 3, 3, dtype=dt), padding=1)
+            torch.nn.functional.group_norm(x, 4)
+            return dt
+        except (RuntimeError, NotImplementedError):
+            continue
+    return None
+
+
+def test_half_precision(vae, z16, ref16):
+    dt = _half_dtype()
+    if dt is None:
+        pytest.skip("this CPU build has neither fp16 nor bf16 convolutions")
+    half = _make_vae().to(dt)
+    z = z16[:, :, :8]  # 1 x 2 tiles
+    ref_half = _full_decode(half, z.to(dt)).float()
+    out = tv.tiled_decode(half, z.to(dt), tile_size=TILE, config=_cfg(stash_mib=10_000))
+    assert out.dtype == dt
+    p_half, p_fp32 = _psnr(out.float(), ref_half), _psnr(out.float(), _full_decode(vae, z))
+    print(f"{dt}: tiled vs full {dt} decode PSNR {p_half:.1f} dB; vs fp32 decode {p_fp32:.1f} dB")
+    assert torch.isfinite(out).all()
+    assert p_half > 35.0 and p_fp32 > 35.0
+
+
+def test_half_statistics_do_not_overflow():
+    """Values whose squares overflow fp16 still give exact statistics (float64 accumulation)."""
+    x = (torch.randn(1, 32, 64, 64) * 300 + 1000).to(torch.float16)
+    stats = tv._combine([tv._tile_stats(x[..., :40, :], 8), tv._tile_stats(x[..., 40:, :], 8)])
+    ref = x.double().reshape(1, 8, -1)
+    assert torch.allclose(stats[0], ref.mean(-1), rtol=1e-12)
+    assert torch.allclose(stats[1], ref.var(-1, unbiased=False), rtol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 11), st.integers(1, 9), st.integers(0, 2 ** 31 - 1))
+def test_law_of_total_variance_matches_direct_statistics(cut_y, cut_x, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 6, 12, 10, generator=g) * torch.rand(1, 6, 1, 1, generator=g) * 5 + 3
+    parts = [x[..., :cut_y, :cut_x], x[..., :cut_y, cut_x:], x[..., cut_y:, :cut_x], x[..., cut_y:, cut_x:]]
+    mean, var = tv._combine([tv._tile_stats(p, 3) for p in parts if p.numel()])
+    flat = x.double().reshape(2, 3, -1)
+    assert torch.allclose(mean, flat.mean(-1), atol=1e-12)
+    assert torch.allclose(var, flat.var(-1, unbiased=False), atol=1e-10)
+
+
+def test_streamed_attention_matches_sdpa():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 1, n, 16, generator=g) for n in (37, 101, 101))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert (tv._attend_blocks(q, k, v, 13) - ref).abs().max().item() < 1e-5
+
+
+def test_progress_and_interrupt(vae, z16):
+    calls = []
+    tv.tiled_decode(vae, z16, tile_size=TILE, config=_cfg(stash_mib=10_000),
+                    on_progress=lambda d, t: calls.append((d, t)))
+    assert [d for d, _ in calls] == list(range(1, len(calls) + 1))
+    assert all(d <= t for d, t in calls) and calls[-1][0] == calls[-1][1]
+
+    class Stop(Exception):
+        pass
+
+    def raising():
+        if len(seen) >= 3:
+            raise Stop()
+        seen.append(1)
+
+    seen = []
+    with pytest.raises(Stop):
+        tv.tiled_decode(vae, z16, tile_size=TILE, config=_cfg(), should_stop=raising)
+    n = []
+    with pytest.raises(tv.TiledVAEInterrupted):
+        tv.tiled_decode(vae, z16, tile_size=TILE, config=_cfg(), should_stop=lambda: n.append(1) or len(n) > 5)
+    assert len(n) == 6
+
+
+def test_bad_inputs(vae, z16):
+    with pytest.raises(ValueError, match="latent must be"):
+        tv.tiled_decode(vae, z16[0])
+    with pytest.raises(ValueError, match="channels"):
+        tv.tiled_decode(vae, torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="tile_size"):
+        tv.tiled_decode(vae, z16, tile_size=0)
+    with pytest.raises(ValueError, match="tile_size"):
+        tv.tiled_decode(vae, z16, tile_size=4, config=tv.TiledVAEConfig(min_tile_size=8))
+    with pytest.raises(ValueError, match="raise tile_size or max_tiles"):
+        tv.tiled_decode(vae, z16, tile_size=8, config=tv.TiledVAEConfig(max_tiles=2))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        tv.tiled_encode(vae, torch.zeros(1, 3, 100, 64))
+    with pytest.raises(ValueError, match="channels"):
+        tv.tiled_encode(vae, torch.zeros(1, 4, 64, 64))
+    with pytest.raises(ValueError, match="output"):
+        tv.tiled_encode(vae, torch.zeros(1, 3, 64, 64), output="latent")
+    with pytest.raises(ValueError, match="memory_fraction"):
+        tv.tiled_decode(vae, z16, config=tv.TiledVAEConfig(memory_fraction=0))
+    with pytest.raises(ValueError, match="encoder nor .decoder"):
+        tv.tiled_decode(torch.nn.Linear(2, 2), z16)
+    with pytest.raises(ValueError, match="has no encoder"):
+        tv.tiled_encode(vae.decoder, torch.zeros(1, 3, 64, 64))
+
+
+def test_bare_decoder_skips_post_quant_conv(vae, z16):
+    with torch.no_grad():
+        ref = vae.decoder(z16)
+    out = tv.tiled_decode(vae.decoder, z16, tile_size=TILE, config=_cfg(stash_mib=10_000))
+    assert (out - ref).abs().max().item() < 1e-4
+
+
+# ----------------------------------------------------------------------------------------
+# ldm / A1111 first_stage_model layout (only where the ldm sources are importable)
+# ----------------------------------------------------------------------------------------
+
+
+def _import_ldm():
+    for root in (os.environ.get("LDM_REPO"), "/work/webui/repositories/stable-diffusion-stability-ai"):
+        if root and os.path.isdir(os.path.join(root or "", "ldm")) and root not in sys.path:
+            sys.path.append(root)
+    try:
+        from ldm.modules.diffusionmodules.model import Decoder, Encoder  # noqa: PLC0415
+    except Exception as exc:  # noqa: BLE001 - any import problem means "not available"
+        pytest.skip(f"ldm sources not importable: {exc}")
+    return Encoder, Decoder
+
+
+def test_ldm_first_stage_model_layout():
+    Encoder, Decoder = _import_ldm()
+    torch.manual_seed(0)
+    ddconfig = dict(double_z=True, z_channels=4, resolution=64, in_channels=3, out_ch=3, ch=32,
+                    ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=[], dropout=0.0)
+
+    class FirstStage(torch.nn.Module):  # the attributes A1111's first_stage_model has
+        def __init__(self):
+            super().__init__()
+            self.encoder = Encoder(**ddconfig)
+            self.decoder = Decoder(**ddconfig)
+            self.quant_conv = torch.nn.Conv2d(8, 8, 1)
+            self.post_quant_conv = torch.nn.Conv2d(4, 4, 1)
+
+    class Host:  # like A1111's sd_model
+        first_stage_model = FirstStage().eval()
+
+    m = Host.first_stage_model
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.GroupNorm):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.3, 0.3)
+        z = _latent(8, 7, seed=2)
+        ref = m.decoder(m.post_quant_conv(z))
+        img = torch.rand(1, 3, 64, 56) * 2 - 1
+        ref_m = m.quant_conv(m.encoder(img))
+    out = tv.tiled_decode(Host, z, tile_size=4, config=_cfg(stash_mib=10_000, min_tile_size=4))
+    assert (out - ref).abs().max().item() < 1e-4
+    mom = tv.tiled_encode(Host, img, tile_size=4, config=_cfg(stash_mib=10_000, min_tile_size=4))
+    assert (mom - ref_m).abs().max().item() < 1e-4
+
+
+# ----------------------------------------------------------------------------------------
+# automatic tile size (the CUDA free-memory path, with the free memory faked)
+# ----------------------------------------------------------------------------------------
+
+
+def test_auto_tile_size_follows_free_memory(vae, z16, ref16, monkeypatch):
+    monkeypatch.setattr(tv, "_budget", lambda device, cfg: 6 * 2**20)
+    plan = tv.plan_tiled_vae(vae, z16.shape)
+    hi = plan[-1]
+    assert hi["kind"] == "tiled" and hi["out_size"] == (128, 104)
+    assert hi["tiles"] > 1 and hi["tile_bytes"] <= 6 * 2**20
+    assert all(p["tile_bytes"] <= 6 * 2**20 for p in plan if p["kind"] == "tiled")
+    out = tv.tiled_decode(vae, z16, config=tv.TiledVAEConfig(stash_mib=10_000))
+    assert (out - ref16).abs().max().item() < 1e-4
+    monkeypatch.setattr(tv, "_budget", lambda device, cfg: 10_000)
+    with pytest.raises(ValueError, match="offload=True"):
+        tv.tiled_decode(vae, z16)
