@@ -71,6 +71,15 @@ async function geometry() {
     });
 }
 
+async function openPanel() {
+    await page.fill("#txt2img_prompt textarea", "a landscape");
+    await setNumber("txt2img_width", W);
+    await setNumber("txt2img_height", H);
+    await setNumber("txt2img_steps", 3);
+    await page.click("#mod_txt2img_enabled .label-wrap");
+    await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_enabled-visible-checkbox").checked);
+}
+
 function infotextConfig(text) {
     const m = /Mixture of Diffusers: ("(?:\\.|[^"\\])*"|\{.*?\})(?:,|$)/m.exec(text);
     assert.ok(m, `no Mixture of Diffusers in the infotext:\n${text}`);
@@ -106,12 +115,7 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
     });
 
     test("open the accordion: the panel is enabled and the editor draws the canvas", async () => {
-        await page.fill("#txt2img_prompt textarea", "a landscape");
-        await setNumber("txt2img_width", W);
-        await setNumber("txt2img_height", H);
-        await setNumber("txt2img_steps", 3);
-        await page.click("#mod_txt2img_enabled .label-wrap");
-        await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_enabled-visible-checkbox").checked);
+        await openPanel();
         await page.waitForFunction(([w, h]) => {
             const ed = MoD.editor("txt2img");
             return ed.k > 0 && ed.state.view.width === w && ed.state.view.height === h;
@@ -203,12 +207,7 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
         await page.reload({timeout: 180000});
         await page.waitForSelector("#txt2img_prompt textarea", {timeout: 180000});
         await page.waitForFunction(() => window.MoD && MoD.editor("txt2img"));
-        await page.fill("#txt2img_prompt textarea", "a landscape");
-        await setNumber("txt2img_width", W);
-        await setNumber("txt2img_height", H);
-        await setNumber("txt2img_steps", 3);
-        await page.click("#mod_txt2img_enabled .label-wrap");
-        await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_enabled-visible-checkbox").checked);
+        await openPanel();
         await page.click("#mod_txt2img_refresh");  // the list was built before the preset was saved
         await page.waitForTimeout(500);
         await page.click("#mod_txt2img_preset input");
