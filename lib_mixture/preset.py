@@ -28,6 +28,10 @@ UNITS = ("px", "fraction")
 PROMPT_MODES = ("replace", "append")
 PASSES = ("first", "hires", "both")
 SEED_MAX = 2**32 - 1
+FITS = ("crop", "pad", "stretch")
+VAE_TILING = ("auto", "on", "off")
+MAX_SCALE = 16.0
+MIN_SIDE = 64  # px; the smallest canvas an upscale may produce
 
 
 class PresetError(ValueError):
@@ -90,6 +94,35 @@ class Region:
 
 
 @dataclass(frozen=True)
+class Upscale:
+    """img2img: resize the init image once in pixel space before the tiled refinement.
+
+    ``upscaler`` is a name from the WebUI's upscaler list (checked by the host adapter).
+    The target is ``width`` x ``height`` (px, multiples of 8) when given, else the source
+    size times ``scale`` snapped to 8 px. ``fit`` says how a source of another aspect ratio
+    meets the target: ``crop`` (cover, centred), ``pad`` (contain, centred, the borders
+    extended outwards) or ``stretch``. ``guide_strength`` > 0 makes the upscaled image a
+    guide for the whole canvas during that fraction of the model calls (Algorithm 2)."""
+
+    upscaler: str = "Lanczos"
+    scale: float | None = 2.0
+    width: int | None = None
+    height: int | None = None
+    fit: str = "crop"
+    guide_strength: float = 0.0
+
+
+@dataclass(frozen=True)
+class VAETiling:
+    """Tiled VAE encode/decode. ``auto``: tiled when the plain pass would not fit in free
+    memory; ``on``: always; ``off``: never. ``tile``: core tile edge in image px (multiple of
+    8), or None to choose it from the free device memory."""
+
+    tiling: str = "auto"
+    tile: int | None = None
+
+
+@dataclass(frozen=True)
 class Canvas:
     width: int
     height: int
@@ -105,6 +138,8 @@ class Preset:
     weights: Weighting = Weighting()
     regions: tuple[Region, ...] = field(default_factory=tuple)
     passes: str = "both"  # txt2img with hires fix: the first pass, the hires pass, or both
+    upscale: Upscale | None = None
+    vae: VAETiling = VAETiling()
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON object (what `parse_preset` reads back to an equal preset)."""
@@ -118,6 +153,15 @@ class Preset:
         out["weights"] = asdict(self.weights)
         out["regions"] = [_region_dict(r) for r in self.regions]
         out["passes"] = self.passes
+        if self.upscale is not None:
+            u = asdict(self.upscale)
+            if u["width"] is None:
+                del u["width"], u["height"]
+            else:
+                del u["scale"]
+            out["upscale"] = u
+        if self.vae != VAETiling():
+            out["vae"] = asdict(self.vae)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -221,7 +265,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_TOP_KEYS = ("version", "name", "units", "canvas", "tiles", "weights", "regions", "passes")
+_TOP_KEYS = ("version", "name", "units", "canvas", "tiles", "weights", "regions", "passes", "upscale", "vae")
+_UPSCALE_KEYS = tuple(f.name for f in fields(Upscale))
 _TILE_KEYS = ("width", "height", "overlap", "batch_size")
 _REGION_KEYS = tuple(f.name for f in fields(Region))
 
@@ -273,11 +318,59 @@ def parse_preset(obj: Any, source: str = "preset") -> Preset:
         if region is not None:
             regions.append(region)
 
+    upscale = _upscale(c, obj["upscale"]) if obj.get("upscale") is not None else None
+    vae = VAETiling()
+    if obj.get("vae") is not None and c.keys(obj["vae"], "vae", ("tiling", "tile")):
+        tiling = c.choice(obj["vae"], "tiling", "vae", VAE_TILING, "auto")
+        tile = None
+        if obj["vae"].get("tile") is not None:
+            tile = _multiple_of_8(c, obj["vae"], "tile", "vae", 64, 4096)
+        vae = VAETiling(tiling, tile)
+
     if not c.problems and tiles is None and not regions:
         c.fail("regions", "the preset has neither a tile grid ('tiles') nor any region; give at least one")
     if c.problems:
         raise PresetError(c.problems, source)
-    return Preset(VERSION, name, units, canvas, tiles, weights, tuple(regions), passes)
+    return Preset(VERSION, name, units, canvas, tiles, weights, tuple(regions), passes, upscale, vae)
+
+
+def _multiple_of_8(c: _Checker, obj: dict, key: str, path: str, lo: int, hi: int) -> int | None:
+    value = c.integer(obj, key, path, lo, hi, unit=" px")
+    if value is not None and value % 8:
+        down, up = value // 8 * 8, value // 8 * 8 + 8
+        c.fail(f"{path}.{key}", f"{value} is not a multiple of 8 px (one latent cell); nearest: {down} or {up}")
+        return None
+    return value
+
+
+def _upscale(c: _Checker, raw: Any) -> Upscale | None:
+    if not c.keys(raw, "upscale", _UPSCALE_KEYS):
+        return None
+    before = len(c.problems)
+    default = Upscale()
+    upscaler = c.text(raw, "upscaler", "upscale", default.upscaler, max_len=200)
+    if isinstance(raw.get("upscaler"), str) and not upscaler.strip():
+        c.fail("upscale.upscaler", "is empty; give an upscaler name from the WebUI (e.g. 'Lanczos', 'R-ESRGAN 4x+')")
+    fit = c.choice(raw, "fit", "upscale", FITS, default.fit)
+    guide = c.number(raw, "guide_strength", "upscale", 0.0, 1.0, default.guide_strength)
+    width = _multiple_of_8(c, raw, "width", "upscale", MIN_SIDE, MAX_SIDE) if raw.get("width") is not None else None
+    height = _multiple_of_8(c, raw, "height", "upscale", MIN_SIDE, MAX_SIDE) if raw.get("height") is not None else None
+    sized = raw.get("width") is not None or raw.get("height") is not None
+    scale = None
+    if raw.get("scale") is not None:
+        scale = c.number(raw, "scale", "upscale", 0.0, MAX_SCALE, lo_open=True, unit=" (times the source size)")
+        if sized:
+            c.fail("upscale.scale", "give either scale or width and height, not both")
+    elif not sized:
+        scale = default.scale
+    if sized:
+        for key in ("width", "height"):
+            if raw.get(key) is None:
+                other = "height" if key == "width" else "width"
+                c.fail(f"upscale.{key}", f"is required with upscale.{other} (the target size is width x height)")
+    if len(c.problems) > before:
+        return None
+    return Upscale(upscaler.strip(), scale, width, height, fit, guide)
 
 
 def _overlap(c: _Checker, t: dict, tw: int, th: int, default: Overlap) -> Overlap:

@@ -38,6 +38,16 @@ BAD = {
     "strength 2": {"version": 1, "regions": [{**REGION, "guide": {"image": "a.png", "strength": 2}}]},
     "empty guide": {"version": 1, "regions": [{**REGION, "guide": {"image": ""}}]},
     "bad mode": {"version": 1, "regions": [{**REGION, "prompt_mode": "merge"}]},
+    "upscale scale 0": {"version": 1, "tiles": {}, "upscale": {"scale": 0}},
+    "upscale scale -2": {"version": 1, "tiles": {}, "upscale": {"scale": -2}},
+    "upscale width off grid": {"version": 1, "tiles": {}, "upscale": {"width": 3841, "height": 2160}},
+    "upscale width alone": {"version": 1, "tiles": {}, "upscale": {"width": 3840}},
+    "upscale scale and size": {"version": 1, "tiles": {}, "upscale": {"scale": 2, "width": 64, "height": 64}},
+    "upscale bad fit": {"version": 1, "tiles": {}, "upscale": {"fit": "zoom"}},
+    "upscale empty upscaler": {"version": 1, "tiles": {}, "upscale": {"upscaler": " "}},
+    "upscale guide 1.5": {"version": 1, "tiles": {}, "upscale": {"guide_strength": 1.5}},
+    "vae tiling maybe": {"version": 1, "tiles": {}, "vae": {"tiling": "maybe"}},
+    "vae tile 100": {"version": 1, "tiles": {}, "vae": {"tile": 100}},
 }
 
 
