@@ -13,9 +13,10 @@ How it works
    ops that reuse the module's own weights: ``Conv`` (any kernel/stride/dilation, with the
    asymmetric ``(0, 1, 0, 1)`` pre-pad of SD's downsampler), nearest ``Up`` x2, ``Pool``,
    ``Norm`` (GroupNorm), ``Act`` (pointwise), ``Save``/``AddSkip`` (residual connections)
-   and ``Global`` (self-attention). Two adapters exist: diffusers ``AutoencoderKL``
-   (``Encoder``/``Decoder`` with ``mid_block``, ``up_blocks``...) and the ldm/sgm
-   ``first_stage_model`` used by A1111 (``mid.block_1``, ``up[i].block``...).
+   and ``Global`` (self-attention). Three adapters exist: diffusers ``AutoencoderKL``
+   (``Encoder``/``Decoder`` with ``mid_block``, ``up_blocks``...), the ldm/sgm
+   ``first_stage_model`` used by A1111 (``mid.block_1``, ``up[i].block``...), and plain
+   ``nn.Sequential`` networks such as TAESD (no GroupNorm: one pass, exact tiles).
 2. **Segments.** The program is cut (a) around every self-attention op, which is global and
    runs on a materialised buffer, and (b) where the data sits at the coarsest (latent)
    resolution next to a change of resolution. Everything at latent resolution is cheap and
@@ -581,7 +582,39 @@ def _ldm_encoder(b: _Builder, enc: nn.Module) -> None:
     b.conv(enc.conv_out, name="encoder.conv_out")
 
 
+_POINTWISE = (nn.ReLU, nn.SiLU, nn.Tanh, nn.Identity, nn.LeakyReLU, nn.GELU)
+
+
+def _sequential(b: _Builder, seq: nn.Sequential, name: str) -> None:
+    """A plain ``nn.Sequential`` of convolutions, pointwise activations, nearest x2 upsampling
+    and residual blocks ``fuse(conv(x) + skip(x))``: the TAESD encoder and decoder."""
+    for i, m in enumerate(seq):
+        n = f"{name}.{i}"
+        if isinstance(m, nn.Conv2d):
+            b.conv(m, name=n)
+        elif isinstance(m, _POINTWISE) or type(m).__name__ == "Clamp":  # TAESD's tanh(x / 3) * 3
+            b.act(m)
+        elif isinstance(m, nn.Upsample):
+            if m.mode != "nearest" or m.size is not None or float(m.scale_factor) != 2.0:
+                raise NotImplementedError(f"{n}: only nearest upsampling by 2 is supported")
+            b.ops.append(_Up())
+        elif isinstance(getattr(m, "conv", None), nn.Sequential) and hasattr(m, "skip") and hasattr(m, "fuse"):
+            b._slot += 1
+            slot = b._slot
+            b.ops.append(_Save(slot))
+            _sequential(b, m.conv, n + ".conv")
+            if not isinstance(m.skip, (nn.Conv2d, nn.Identity)):
+                raise NotImplementedError(f"{n}.skip: expected a convolution or identity")
+            shortcut = _Conv(m.skip, name=n + ".skip") if isinstance(m.skip, nn.Conv2d) else None
+            b.ops.append(_AddSkip(slot, shortcut))
+            b.act(m.fuse)
+        else:
+            raise NotImplementedError(f"{n}: unsupported layer {type(m).__name__} in a sequential VAE")
+
+
 def _flavor(m: nn.Module) -> str:
+    if isinstance(m, nn.Sequential):
+        return "sequential"
     if hasattr(m, "up_blocks") or hasattr(m, "down_blocks"):
         return "diffusers"
     if hasattr(m, "up") or hasattr(m, "down"):
@@ -596,6 +629,8 @@ def _resolve(vae) -> Tuple[Optional[nn.Module], Optional[nn.Module], Optional[nn
     m = m if isinstance(m, nn.Module) else vae
     if not isinstance(m, nn.Module):
         raise ValueError(f"vae must be a torch module (AutoencoderKL or first_stage_model), got {type(vae).__name__}")
+    if isinstance(m, nn.Sequential):  # TAESD: one network, encoder or decoder by the caller's choice
+        return m, m, None, None
     if hasattr(m, "up_blocks") or hasattr(m, "up"):
         return None, m, None, None
     if hasattr(m, "down_blocks") or hasattr(m, "down"):
@@ -613,7 +648,11 @@ def _decoder_program(vae) -> Tuple[List[_Op], nn.Module]:
     b = _Builder()
     if pqc is not None:
         b.conv(pqc, name="post_quant_conv")
-    (_diffusers_decoder if _flavor(dec) == "diffusers" else _ldm_decoder)(b, dec)
+    flavor = _flavor(dec)
+    if flavor == "sequential":
+        _sequential(b, dec, "decoder")
+    else:
+        (_diffusers_decoder if flavor == "diffusers" else _ldm_decoder)(b, dec)
     return b.ops, dec
 
 
@@ -622,7 +661,11 @@ def _encoder_program(vae) -> Tuple[List[_Op], nn.Module]:
     if enc is None:
         raise ValueError("this VAE has no encoder")
     b = _Builder()
-    (_diffusers_encoder if _flavor(enc) == "diffusers" else _ldm_encoder)(b, enc)
+    flavor = _flavor(enc)
+    if flavor == "sequential":
+        _sequential(b, enc, "encoder")
+    else:
+        (_diffusers_encoder if flavor == "diffusers" else _ldm_encoder)(b, enc)
     if qc is not None:
         b.conv(qc, name="quant_conv")
     return b.ops, enc

@@ -13,7 +13,7 @@ import torch
 from modules import images, rng, sd_samplers_common, sd_samplers_timesteps, shared
 
 from lib_mixture.denoiser_hook import PassState
-from lib_mixture.geometry import to_latent
+from lib_mixture.geometry import Box, to_latent
 from lib_mixture.guide import GuideSpec, active_calls
 from lib_mixture.mixture import compile_mixture
 from lib_mixture.plan import MAIN, MixturePlan, build_plan
@@ -67,7 +67,8 @@ class Job:
         height, width = x.shape[-2] * 8, x.shape[-1] * 8
         plan = build_plan(self.preset, width, height)
         crops = plan.crops()
-        if len(crops) == 1 and crops[0].box.area * 64 == width * height and not plan.regions:
+        if len(crops) == 1 and crops[0].box.area * 64 == width * height and not plan.regions \
+                and not self._canvas_guide(p, hires):
             return None
         steps, hires_steps = (p.firstpass_steps, den.total_steps) if hires else (den.total_steps, None)
         conds: dict[int, tuple[Any, Any]] = {}
@@ -85,7 +86,8 @@ class Job:
 
     def _add_guides(self, state: PassState, plan: MixturePlan, p: Any, den: Any, x: torch.Tensor, hires: bool) -> None:
         guided = [r for r in plan.regions if r.region.guide is not None]
-        if not guided:
+        canvas_guide = self._canvas_guide(p, hires)
+        if not guided and not canvas_guide:
             return
         noise = self.noise.get(hires)
         if noise is None or noise.shape != x.shape:
@@ -95,10 +97,20 @@ class Job:
         state.noise = noise.to(x.device)
         state.guides = [GuideSpec(to_latent(r.box), load_guide_latent(r.region.guide.image, r.box.width, r.box.height),
                                   r.region.guide.strength) for r in guided]
+        if canvas_guide:  # the upscaled image guides the whole canvas, under the region guides
+            whole = Box(0, 0, x.shape[-1], x.shape[-2])
+            state.guides.insert(0, GuideSpec(whole, p.init_latent, self.preset.upscale.guide_strength))
         state.guide_calls = [active_calls(den.total_steps, g.strength) for g in state.guides]
         if isinstance(den, sd_samplers_timesteps.CFGDenoiserTimesteps):
             state.levels = "timestep"
             state.alphas_cumprod = shared.sd_model.alphas_cumprod
+
+    def _canvas_guide(self, p: Any, hires: bool) -> bool:
+        """The upscale workflow's whole-canvas guide applies (img2img, strength > 0)."""
+        upscale = self.preset.upscale
+        latent = getattr(p, "init_latent", None)
+        return (not hires and upscale is not None and upscale.guide_strength > 0 and latent is not None
+                and latent.shape[-2:] == (p.height // 8, p.width // 8))
 
     def _warn(self, messages: list[str]) -> None:
         for m in messages:

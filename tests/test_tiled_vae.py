@@ -427,3 +427,63 @@ def test_auto_tile_size_follows_free_memory(vae, z16, ref16, monkeypatch):
     monkeypatch.setattr(tv, "_budget", lambda device, cfg: 10_000)
     with pytest.raises(ValueError, match="offload=True"):
         tv.tiled_decode(vae, z16)
+
+
+# ------------------------------------------------------------------ TAESD (plain Sequential)
+# The tiny autoencoder's architecture (madebyollin/taesd, as the WebUI builds it), random weights.
+
+
+class _Clamp(torch.nn.Module):
+    def forward(self, x):
+        return torch.tanh(x / 3) * 3
+
+
+_Clamp.__name__ = "Clamp"
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        conv = lambda i, o: torch.nn.Conv2d(i, o, 3, padding=1)  # noqa: E731
+        self.conv = torch.nn.Sequential(conv(n_in, n_out), torch.nn.ReLU(), conv(n_out, n_out), torch.nn.ReLU(),
+                                        conv(n_out, n_out))
+        self.skip = torch.nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else torch.nn.Identity()
+        self.fuse = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+def _taesd(c=16, latent=4):
+    conv = lambda i, o, **kw: torch.nn.Conv2d(i, o, 3, padding=1, **kw)  # noqa: E731
+    up = lambda: [torch.nn.Upsample(scale_factor=2), conv(c, c, bias=False)]  # noqa: E731
+    torch.manual_seed(3)
+    dec = torch.nn.Sequential(_Clamp(), conv(latent, c), torch.nn.ReLU(), _Block(c, c), _Block(c, c), *up(),
+                              _Block(c, c), *up(), _Block(c, c), *up(), _Block(c, c), conv(c, 3))
+    enc = torch.nn.Sequential(conv(3, c), _Block(c, c), conv(c, c, stride=2, bias=False), _Block(c, c),
+                              conv(c, c, stride=2, bias=False), _Block(c, 2 * c),
+                              conv(2 * c, c, stride=2, bias=False), _Block(c, c), conv(c, latent))
+    return enc.eval(), dec.eval()
+
+
+def test_taesd_sequential_tiles_exactly():
+    enc, dec = _taesd()
+    z = _latent(24, 40)
+    with torch.no_grad():
+        ref = dec(z)
+        out = tv.tiled_decode(dec, z, tile_size=8)
+    assert out.shape == ref.shape == (1, 3, 192, 320)
+    assert _psnr(out, ref) > 100  # no GroupNorm: tiles are exact up to float rounding
+    image = torch.rand(1, 3, 192, 320) * 2 - 1
+    with torch.no_grad():
+        ref = enc(image)
+        out = tv.tiled_encode(enc, image, tile_size=8)
+    assert out.shape == ref.shape == (1, 4, 24, 40) and _psnr(out, ref) > 100
+    stages = tv.plan_tiled_vae(dec, z.shape, "decode", tile_size=8)
+    assert sum(s["tiles"] for s in stages) > 1 and all(s["passes"] == 1 for s in stages)
+
+
+def test_unsupported_sequential_layers_are_named():
+    with pytest.raises(NotImplementedError, match=r"decoder\.1: unsupported layer BatchNorm2d"):
+        tv.tiled_decode(torch.nn.Sequential(torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.BatchNorm2d(3)),
+                        _latent(8, 8))

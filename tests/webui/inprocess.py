@@ -82,6 +82,8 @@ def boot(ckpt, webui_dir=None, data_dir=None, extra_args: Sequence[str] = (),
     script_callbacks.on_list_optimizers(sd_hijack_optimizations.list_optimizers)
     sd_hijack.list_optimizers()
     sd_models.list_models()
+    from modules import modelloader
+    modelloader.load_upscalers()  # shared.sd_upscalers: Lanczos, Nearest, and any ESRGAN... models present
     if load_scripts:
         extensions.list_extensions()
         scripts.load_scripts()

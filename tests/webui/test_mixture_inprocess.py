@@ -312,3 +312,195 @@ def test_refiner_switch_mid_job_reencodes_region_conds(script, tmp_path_factory)
         assert len(checkpoints) == 2  # region conds encoded by the base model, then by the refiner
     finally:
         sd_models.reload_model_weights(info=base_info)
+
+
+# ------------------------------------------------------------------ upscale workflow and tiled VAE
+
+
+def img2img(script, init, config, **kw):
+    import inprocess
+
+    kw = {"width": W, "height": H, "steps": 4, "seed": 5, "prompt": "a landscape", "denoising_strength": 0.4, **kw}
+    return inprocess.img2img([init], [(script, [True, json.dumps(config)])], **kw)
+
+
+def source(w, h):
+    from PIL import Image
+
+    return run(width=w, height=h).images[0]
+
+
+def vae_active():
+    from lib_mixture_webui import vae
+
+    return vae.active()
+
+
+def test_upscale_uses_the_host_upscaler_and_the_tile_grid(script, unet_calls, monkeypatch):
+    from modules import images, infotext_utils
+
+    from lib_mixture_webui.args import pasted_config, read_args
+
+    init = source(96, 64)
+    seen = []
+    real_resize = images.resize_image
+
+    def spy(mode, im, width, height, upscaler_name=None):
+        seen.append((im.size, (width, height), upscaler_name))
+        return real_resize(mode, im, width, height, upscaler_name=upscaler_name)
+    monkeypatch.setattr(images, "resize_image", spy)
+    config = preset(tiles=TILES, upscale={"upscaler": "nearest", "width": W, "height": H, "fit": "pad"})
+    del unet_calls[:]
+    res = img2img(script, init, config, width=64, height=64)  # the UI's size is replaced by the target
+    assert res.images[0].size == (W, H)
+    # 96x64 (3:2) padded into 192x128 (3:2) is exact; the host's upscaler by its own spelling
+    assert seen[0] == ((96, 64), (W, H), "Nearest")
+    assert unet_calls and set(unet_calls) == {(12, 12)}  # tiles only, never the 24x16 canvas
+    params = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert params["Size-1"] == str(W) and params["Size-2"] == str(H)
+    _, restored = read_args([True, pasted_config(params)])
+    assert restored.upscale.upscaler == "nearest" and restored.upscale.fit == "pad"
+
+
+def test_upscale_with_a_whole_canvas_guide_pins_the_image(script, monkeypatch):
+    from modules import processing
+
+    latents = {}
+    real_encode, real_decode = processing.images_tensor_to_samples, processing.decode_latent_batch
+
+    def encode(*args, **kw):
+        latents["init"] = real_encode(*args, **kw)
+        return latents["init"]
+
+    def decode(model, batch, *args, **kw):
+        latents["final"] = batch.clone()
+        return real_decode(model, batch, *args, **kw)
+    monkeypatch.setattr(processing, "images_tensor_to_samples", encode)
+    monkeypatch.setattr(processing, "decode_latent_batch", decode)
+
+    def distance(config):
+        img2img(script, source(96, 64), config, denoising_strength=0.9)
+        return (latents["final"] - latents["init"]).abs().mean().item()
+    base = preset(tiles=TILES, upscale={"upscaler": "Lanczos", "scale": 2})
+    free = distance(base)
+    guided = distance({**base, "upscale": {**base["upscale"], "guide_strength": 1.0}})
+    half = distance({**base, "upscale": {**base["upscale"], "guide_strength": 0.5}})
+    # enforced at every call the result stays by the upscaled image; unguided it drifts away
+    assert guided < 0.25 * free and guided < half < free
+
+
+@pytest.mark.parametrize("upscale, message", [
+    ({"upscaler": "R-ESRGAN 9x"}, r"upscale\.upscaler: no upscaler named 'R-ESRGAN 9x'.*available: .*Lanczos"),
+    ({"scale": 16}, r"upscale\.scale: 16 takes this 1100x64 image to 17600x1024.*allows scales from 1 to 14\.89"),
+    ({"scale": 0}, r"upscale\.scale: 0 is out of range; allowed \(0\.0, 16\.0\]"),
+    ({"scale": -2}, r"upscale\.scale: -2 is out of range"),
+])
+def test_bad_upscale_input_stops_the_job_naming_the_field(script, upscale, message):
+    from PIL import Image
+
+    with pytest.raises(Exception, match=message):
+        img2img(script, Image.new("RGB", (1100, 64), "gray"), preset(tiles=TILES, upscale=upscale), width=64, height=64)
+    assert vae_active() is None
+
+
+def test_tiled_vae_matches_the_plain_vae_in_encode_and_decode(script):
+    import numpy as np
+
+    import torch
+
+    init = source(W, H)
+    torch.manual_seed(3)  # the host samples the encoder's posterior with torch's global generator
+    plain = img2img(script, init, preset(tiles=TILES, vae={"tiling": "off"}))
+    torch.manual_seed(3)
+    tiled = img2img(script, init, preset(tiles=TILES, vae={"tiling": "on", "tile": 64}))
+    log = script_log()
+    modes = {entry["mode"]: entry["tiles"] for entry in log}
+    assert modes.get("encode", 0) > 1 and modes.get("decode", 0) > 1  # 64 px tiles on 192x128
+    diff = np.abs(pixels(tiled.images[0]) - pixels(plain.images[0]))
+    assert diff.max() <= 2 and diff.mean() < 0.05  # exact GroupNorm statistics: rounding only
+    assert vae_active() is None
+
+
+def script_log():
+    from lib_mixture_webui import vae
+
+    return vae.last_log()
+
+
+def test_tiled_vae_auto_leaves_images_that_fit_bit_identical(script):
+    import numpy as np
+
+    off = run(script, preset(tiles=TILES, vae={"tiling": "off"}))
+    auto = run(script, preset(tiles=TILES))
+    assert np.array_equal(pixels(off.images[0]), pixels(auto.images[0]))
+    assert script_log() == []
+
+
+def test_taesd_decode_is_tiled_when_the_user_chose_it(script, monkeypatch):
+    import numpy as np
+    import types
+    from modules import devices, sd_vae_taesd, shared
+
+    import torch
+
+    torch.manual_seed(0)
+    fake = types.SimpleNamespace(decoder=sd_vae_taesd.decoder().eval().to(devices.device, devices.dtype))
+    monkeypatch.setitem(sd_vae_taesd.sd_vae_taesd_models, "taesd_decoder.pth", fake)
+    monkeypatch.setitem(shared.opts.data, "sd_vae_decode_method", "TAESD")
+    plain = run(script, preset(tiles=TILES, vae={"tiling": "off"}))
+    tiled = run(script, preset(tiles=TILES, vae={"tiling": "on", "tile": 64}))
+    assert [e["mode"] for e in script_log()] == ["decode"] and script_log()[0]["tiles"] > 1
+    assert np.abs(pixels(tiled.images[0]) - pixels(plain.images[0])).max() <= 1
+
+
+def test_a_failure_or_interrupt_in_the_tiled_vae_leaves_no_patch_behind(script, monkeypatch):
+    import numpy as np
+    from modules import shared
+
+    from lib_mixture_webui import vae
+
+    reference = run()
+    config = preset(tiles=TILES, vae={"tiling": "on", "tile": 64})
+    real = vae.tiled_decode
+
+    def interrupt_at_second_tile(module, x, on_progress=None, **kw):
+        def progress(done, total):
+            on_progress(done, total)
+            if done == 2:
+                shared.state.interrupted = True
+        return real(module, x, on_progress=progress, **kw)
+    monkeypatch.setattr(vae, "tiled_decode", interrupt_at_second_tile)
+    try:
+        with pytest.raises(vae.VAEInterrupted, match=r"interrupted during the tiled VAE decode \(tile 2/\d+\)"):
+            run(script, config)
+    finally:
+        shared.state.interrupted = False
+    assert vae_active() is None
+
+    def explode(module, x, **kw):
+        raise RuntimeError("boom in the middle of the decode")
+    monkeypatch.setattr(vae, "tiled_decode", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(script, config)
+    assert vae_active() is None
+    monkeypatch.setattr(vae, "tiled_decode", real)
+    # the next plain job is the WebUI's own, bit for bit
+    assert np.array_equal(pixels(run().images[0]), pixels(reference.images[0]))
+
+
+def test_an_interrupted_sampling_still_gets_its_tiled_decode(script):
+    from modules import script_callbacks, shared
+
+    count = []
+
+    def interrupt(params):
+        count.append(1)
+        if len(count) == 2:
+            shared.state.interrupted = True
+    script_callbacks.on_cfg_denoiser(interrupt)
+    try:
+        res = run(script, preset(tiles=TILES, vae={"tiling": "on", "tile": 64}))
+    finally:
+        script_callbacks.remove_callbacks_for_function(interrupt)
+        shared.state.interrupted = False
+    assert res.images[0].size == (W, H) and [e["mode"] for e in script_log()] == ["decode"]
