@@ -180,43 +180,36 @@ def main() -> None:
           f"mid attention {'on' if args.attention else 'off'}; CPU, {args.threads} threads; "
           f"tile_size {args.tile} latent px; stash mode budget {args.stash_mib} MiB; "
           f"malloc {'glibc default' if args.glibc_default else 'MALLOC_MMAP_THRESHOLD_=128KiB'}")
-    results = []
+    hdr = (f"{'image WxH':>10} | {'mode':5} | {'time s':>7} | {'x plain':>7} | {'extra MiB':>9} | "
+           f"{'latent buf':>10} | {'tile set':>8} | {'vs first':>8} | {'tiles x passes':>14} | PSNR dB")
+    print(hdr)
+    print("-" * len(hdr), flush=True)
+    first: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for h, w in sizes:
-            rows = {}
+        for h, w in sizes:  # each row is printed as soon as its case has run
+            plain = None
             for m in modes:
                 path = os.path.join(tmp, f"{m}{h}x{w}.pt")
-                rows[m] = _case(args, m, h, w, path)
-                rows[m]["path"] = path
-                print(f"  done {w}x{h} {m}", file=sys.stderr, flush=True)
-            results.append(rows)
-
-        hdr = (f"{'image WxH':>10} | {'mode':5} | {'time s':>7} | {'x plain':>7} | {'extra MiB':>9} | "
-               f"{'latent buf':>10} | {'tile set':>8} | {'vs first':>8} | {'tiles x passes':>14} | PSNR dB")
-        print(hdr)
-        print("-" * len(hdr))
-        first: dict = {}
-        for rows in results:
-            plain = rows.get("plain")
-            plain_ok = plain is not None and "error" not in plain
-            for m in modes:
-                r = rows[m]
-                size = f"{r['w']}x{r['h']}"
+                r = _case(args, m, h, w, path)
+                size = f"{w}x{h}"
                 if "error" in r:
-                    print(f"{size:>10} | {m:5} | failed: {r['error']}")
+                    print(f"{size:>10} | {m:5} | failed: {r['error']}", flush=True)
                     continue
+                r["path"] = path
                 extra = (r["peak"] - r["rss0"] - r["out_bytes"]) / mib
-                ratio = r["seconds"] / plain["seconds"] if plain_ok else float("nan")
                 if m == "plain":
+                    plain = r
                     print(f"{size:>10} | plain | {r['seconds']:7.1f} | {1.0:7.2f} | {extra:9.1f} | "
-                          f"{'-':>10} | {'-':>8} | {'-':>8} | {'-':>14} |")
+                          f"{'-':>10} | {'-':>8} | {'-':>8} | {'-':>14} |", flush=True)
                     continue
+                ratio = r["seconds"] / plain["seconds"] if plain else float("nan")
                 buf = r["latent_buffer"] / mib
                 work = extra - buf
                 first.setdefault(m, work)
-                ps = f"{_psnr(r['path'], plain['path']):.1f}" if plain_ok else "n/a"
+                ps = f"{_psnr(r['path'], plain['path']):.1f}" if plain else "n/a"
                 print(f"{size:>10} | {m:5} | {r['seconds']:7.1f} | {ratio:7.2f} | {extra:9.1f} | {buf:10.1f} | "
-                      f"{work:8.1f} | {work / first[m]:8.3f} | {r['tiles']:>6} x {r['passes']:<5} | {ps}")
+                      f"{work:8.1f} | {work / first[m]:8.3f} | {r['tiles']:>6} x {r['passes']:<5} | {ps}",
+                      flush=True)
     print("extra = peak RSS during the decode - RSS before it - output image; latent buf = the "
           "latent-resolution feature map the full-resolution stage reads; tile set = extra - latent buf; "
           "vs first = tile set / tile set of the first size.")

@@ -19,13 +19,34 @@
     var HANDLE = 5; // css px, half the size of a resize handle
     var UPSCALE_GRID = {width: 768, height: 768, overlap: 128, batch_size: 4}; // presets/upscale-*.json
     var UPSCALE_TARGETS = {up2x: null, upqhd: [2560, 1440], up4k: [3840, 2160]};
+    // img2img: the buttons set the preset's upscale section to these Upscale target choices
+    var UPSCALE_BUTTON_CHOICES = {up2x: "2x", upqhd: "QHD 2560\u00d71440", up4k: "4K UHD 3840\u00d72160"};
     var PALETTE = [[230, 76, 60], [52, 152, 219], [46, 204, 113], [241, 196, 15], [155, 89, 182], [26, 188, 156],
         [230, 126, 34], [236, 64, 122], [52, 73, 94], [127, 140, 141], [192, 57, 43], [41, 128, 185]];
     var TILE_COLOURS = [[96, 125, 139], [144, 164, 174], [120, 144, 156], [176, 190, 197]];
     var TITLES = {
-        up2x: "Upscale 2x: txt2img turns on hires fix at 2x, img2img resizes the image by 2; sets a 768 px tile grid with 128 px overlap",
-        upqhd: "QHD 2560x1440: txt2img draws 1280x720 and hires-fixes it 2x; img2img scales a 16:9 image to 2560x1440; sets a 768 px tile grid",
-        up4k: "4K UHD 3840x2160: txt2img draws 1920x1080 and hires-fixes it 2x; img2img scales a 16:9 image to 3840x2160; sets a 768 px tile grid",
+        up2x: "Upscale 2x: txt2img turns on hires fix at 2x; img2img sets the Upscale section to scale 2 (the source image upscaled once, " +
+            "then refined in tiles); sets a 768 px tile grid with 128 px overlap",
+        upqhd: "QHD 2560x1440: txt2img draws 1280x720 and hires-fixes it 2x; img2img sets the Upscale section to 2560x1440, fit crop " +
+            "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
+        up4k: "4K UHD 3840x2160: txt2img draws 1920x1080 and hires-fixes it 2x; img2img sets the Upscale section to 3840x2160, fit crop " +
+            "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
+        upscaler: "img2img: the WebUI upscaler that resizes the source image once before the tiled refinement (upscale.upscaler); " +
+            "ESRGAN-type models upscale by 4 per pass, then Lanczos fits the size",
+        upscale_target: "off: no upscale. 2x: twice the source. QHD / 4K UHD: 2560x1440 / 3840x2160 whatever the source. scale: the Scale " +
+            "field. size: Width x Height. The editor's canvas shows the target.",
+        upscale_scale: "Times the source size, 0.05 to 16 (target: scale). Each side is rounded to the nearest 8 px and must land in " +
+            "64 to 16384 px.",
+        upscale_width: "Target width for target: size, 64 to 16384 px, snapped to 8 px",
+        upscale_height: "Target height for target: size, 64 to 16384 px, snapped to 8 px",
+        upscale_fit: "A source of another aspect ratio: crop scales it to cover the target and cuts the overhang (centred); pad scales " +
+            "it to fit inside and extends its edges outwards; stretch ignores the aspect ratio.",
+        upscale_guide: "0 to 1: for this share of the model calls the upscaled image guides the whole canvas (keeps the composition " +
+            "at high denoising strength); 0 turns it off.",
+        vae_tiling: "Tiled VAE encode/decode for large images: auto tiles only when a plain pass would not fit in free GPU memory; " +
+            "on always tiles; off never does.",
+        vae_tile: "Core tile edge in image px: 0 chooses it from the free memory; else 64 to 4096, snapped to 8 px. Smaller tiles " +
+            "need less memory and take longer; the result does not depend on it.",
         mode: "tiles: a grid of tiles driven by the main prompt (large images, upscaling). regions: your boxes, each with its own prompt; " +
             "every latent pixel needs one. both: the grid with your regions on top.",
         passes: "txt2img with hires fix: mix only the first pass, only the hires pass (upscaling), or both. Without hires fix only the first pass runs.",
@@ -88,6 +109,10 @@
     function checked(selector) {
         var el = q(selector);
         return !!(el && el.checked);
+    }
+
+    function isObject(v) {
+        return v !== null && typeof v === "object" && !Array.isArray(v);
     }
 
     function make(tag, attrs, children) {
@@ -185,6 +210,7 @@
                 "arrow keys move the selected region by 8 px (with Shift 64 px), Delete removes it"});
         this.stage = make("div", {className: "mod-stage"}, [this.canvas]);
         this.readout = make("div", {className: "mod-readout", "aria-live": "polite"});
+        this.upscaleNote = make("div", {className: "mod-upscale-note", hidden: ""});
         this.fields = make("div", {className: "mod-fields", hidden: ""});
         var field = function(label, input, wide, title) {
             var l = make("label", {className: wide ? "mod-field mod-wide" : "mod-field", title: title}, [make("span", {text: label}), input]);
@@ -212,7 +238,7 @@
         this.list = make("ol", {className: "mod-list"});
         this.stats = make("div", {className: "mod-stats"});
         this.message = make("div", {className: "mod-message", hidden: ""});
-        [this.toolbar, this.stage, this.readout, this.fields, this.list, this.stats, this.message].forEach(function(el) {
+        [this.toolbar, this.stage, this.readout, this.upscaleNote, this.fields, this.list, this.stats, this.message].forEach(function(el) {
             self.host.appendChild(el);
         });
 
@@ -255,6 +281,7 @@
     /** Commit: write the JSON into the textbox (updateInput tells gradio) and redraw. */
     Editor.prototype.commit = function(action, delayed) {
         if (action) this.dispatch(action);
+        this.refreshView(); // an upscale section sets the canvas
         var self = this;
         clearTimeout(this.pushTimer);
         if (delayed) {
@@ -291,6 +318,7 @@
         clearTimeout(this.pushTimer); // the new text wins over an edit not yet written
         this.pushTimer = null;
         this.load(text);
+        this.refreshView(); // an upscale section sets the canvas
         this.syncControls();
         this.renderFields(true);
         this.render();
@@ -310,10 +338,30 @@
 
     // ---------------------------------------------------------------- the WebUI's size controls
 
+    /**
+     * img2img with an upscale section: what it makes of the source image, as the engine will
+     * ({source, upscaler, width, height, fit, geometry}, or {source, upscaler, error}); without
+     * an image only a fixed size is known. Null without a section.
+     */
+    Editor.prototype.upscaleInfo = function() {
+        var u = this.tab === "img2img" && this.state ? this.state.preset.upscale : null;
+        if (!isObject(u)) return null;
+        var s = MoDCore.upscaleSettings(u), img = sourceImage();
+        if (img) {
+            var w = img.naturalWidth, h = img.naturalHeight;
+            return Object.assign({source: {width: w, height: h}, upscaler: s.upscaler}, MoDCore.upscaleTarget(u, w, h));
+        }
+        if (s.width && s.height) return {source: null, upscaler: s.upscaler, width: s.width, height: s.height, fit: s.fit};
+        return {source: null, upscaler: s.upscaler, scale: s.scale};
+    };
+
     /** The canvas the generation will have: first pass and (txt2img with hires fix) the hires pass. */
     Editor.prototype.readView = function() {
-        var t = this.tab, w, h, hires = null;
-        if (t === "img2img") {
+        var t = this.tab, w, h, hires = null, up = this.upscaleInfo();
+        if (up && up.width && up.height) { // the upscale target replaces the WebUI's size
+            w = up.width;
+            h = up.height;
+        } else if (t === "img2img") {
             var by = q("#img2img_tab_resize_by"), img = sourceImage();
             if (by && getComputedStyle(by).display !== "none" && img) {
                 var scale = num("img2img_scale") || 1;
@@ -363,9 +411,30 @@
             setNumber(this.id("tile_h"), t.height);
             setNumber(this.id("overlap"), overlap);
             setNumber(this.id("batch"), t.batch_size);
+            var vae = MoDCore.vaeSettings(p.vae);
+            setRadio(this.id("vae_tiling"), vae.tiling);
+            if (typeof vae.tile === "number" || vae.tile === null) setNumber(this.id("vae_tile"), vae.tile || 0);
+            this.syncUpscale();
         } finally {
             this.syncing = false;
         }
+    };
+
+    /**
+     * JSON -> the Upscale controls. The Scale or Width x Height fields show the section's own
+     * sizing; the others keep what was typed there for the target radio to use.
+     */
+    Editor.prototype.syncUpscale = function() {
+        var s = this.state, on = isObject(s.preset.upscale);
+        var u = MoDCore.upscaleSettings(on ? s.preset.upscale : s.stash.upscale || MoDCore.DEFAULT_UPSCALE);
+        var number = function(id, v) { if (typeof v === "number") setNumber(id, v); };
+        setRadio(this.id("upscale_target"), s.upscaleChoice);
+        setRadio(this.id("upscale_fit"), u.fit);
+        number(this.id("upscale_guide"), u.guide_strength);
+        if (!on) return;
+        number(this.id("upscale_scale"), u.scale);
+        number(this.id("upscale_width"), u.width);
+        number(this.id("upscale_height"), u.height);
     };
 
     /** Controls -> JSON. Range drags preview at once; typed numbers count when committed (change). */
@@ -382,32 +451,44 @@
             el.addEventListener("input", listener);
             el.addEventListener("change", listener);
         };
-        Object.keys(sliders).forEach(function(name) {
+        var onNumber = function(name, handler) { // handler(value, final)
             on(name, function(e) {
-                var input = e.target, final = e.type === "change";
-                if (input.type === "number" && !final) return; // still typing
-                var v = parseFloat(input.value);
-                if (!isFinite(v)) return;
+                var final = e.type === "change";
+                if (e.target.type === "number" && !final) return; // still typing
+                var v = parseFloat(e.target.value);
+                if (isFinite(v)) handler(v, final);
+            });
+        };
+        var onRadio = function(name, handler) {
+            on(name, function(e) { if (e.target.type === "radio" && e.target.checked) handler(e.target.value); });
+        };
+        Object.keys(sliders).forEach(function(name) {
+            onNumber(name, function(v, final) {
                 var change = {};
                 change[sliders[name]] = v;
                 self.commit({type: "tiles", tiles: change}, !final);
                 if (final) self.syncControls(); // show the snapped value
             });
         });
-        on("variance", function(e) {
-            var v = parseFloat(e.target.value);
-            if (!isFinite(v) || (e.target.type === "number" && e.type !== "change")) return;
-            self.commit({type: "weights", variance: v}, e.type !== "change");
+        onNumber("variance", function(v, final) { self.commit({type: "weights", variance: v}, !final); });
+        onNumber("vae_tile", function(v, final) {
+            self.commit({type: "vae", tile: v}, !final);
+            if (final) self.syncControls();
         });
-        on("weighting", function(e) {
-            if (e.target.type === "radio" && e.target.checked) self.commit({type: "weights", kind: e.target.value});
+        onRadio("vae_tiling", function(v) { self.commit({type: "vae", tiling: v}); });
+        onRadio("upscale_target", function(v) { self.setUpscaleTarget(v); });
+        onRadio("upscale_fit", function(v) { self.commit({type: "upscaleOptions", upscale: {fit: v}}); });
+        onNumber("upscale_guide", function(v, final) { self.commit({type: "upscaleOptions", upscale: {guide_strength: v}}, !final); });
+        onNumber("upscale_scale", function(v, final) { if (final) self.editUpscaleSize("scale", {scale: v}); });
+        ["upscale_width", "upscale_height"].forEach(function(name) {
+            onNumber(name, function(v, final) {
+                if (final) self.editUpscaleSize("size", {width: num(self.id("upscale_width")), height: num(self.id("upscale_height"))});
+            });
         });
-        on("passes", function(e) {
-            if (e.target.type === "radio" && e.target.checked) self.commit({type: "passes", passes: e.target.value});
-        });
-        on("mode", function(e) {
-            if (e.target.type !== "radio" || !e.target.checked) return;
-            self.commit({type: "mode", mode: e.target.value});
+        onRadio("weighting", function(v) { self.commit({type: "weights", kind: v}); });
+        onRadio("passes", function(v) { self.commit({type: "passes", passes: v}); });
+        onRadio("mode", function(v) {
+            self.commit({type: "mode", mode: v});
             self.renderFields(true);
         });
         ["width", "height", "hr_scale", "hr_resize_x", "hr_resize_y", "scale"].forEach(function(name) {
@@ -424,6 +505,31 @@
             var el = q("#" + self.id(key));
             if (el && !el.title) el.title = TITLES[key];
         });
+    };
+
+    /** The Upscale target radio: off, a fixed target, or what the Scale / Width x Height fields hold. */
+    Editor.prototype.setUpscaleTarget = function(choice) {
+        var fixed = MoDCore.UPSCALE_PRESETS[choice], set = null;
+        if (fixed) set = Object.assign({}, fixed);
+        else if (choice === "scale") set = {scale: num(this.id("upscale_scale")) || 2};
+        else if (choice === "size") set = {width: num(this.id("upscale_width")) || 3840, height: num(this.id("upscale_height")) || 2160};
+        this.commit({type: "upscale", upscale: set, choice: choice});
+        this.syncControls();
+    };
+
+    /** Scale or Width x Height typed: they count while the section is sized that way, else they wait for the radio. */
+    Editor.prototype.editUpscaleSize = function(kind, change) {
+        var u = this.state.preset.upscale;
+        if (!isObject(u) || (MoDCore.upscaleSettings(u).width !== undefined) !== (kind === "size")) return;
+        this.commit({type: "upscaleOptions", upscale: change, choice: kind});
+        this.syncControls(); // show the snapped value
+    };
+
+    /** The Upscaler dropdown (through gradio's change event; Python sets it from the JSON). */
+    Editor.prototype.setUpscaler = function(name) {
+        var s = this.state, u = MoDCore.upscaleSettings(s.preset.upscale || s.stash.upscale || MoDCore.DEFAULT_UPSCALE);
+        if (s.error || typeof name !== "string" || !name.trim() || name === u.upscaler) return; // its echo of the JSON
+        this.commit({type: "upscaleOptions", upscale: {upscaler: name}});
     };
 
     // ---------------------------------------------------------------- toolbar, upscale, export
@@ -482,7 +588,7 @@
         return false;
     };
 
-    /** One click: the size of an upscale and the bundled upscale presets' tile grid. */
+    /** One click: the size of an upscale (txt2img: hires fix; img2img: the upscale section) and the upscale presets' tile grid. */
     Editor.prototype.upscale = function(key) {
         var target = UPSCALE_TARGETS[key], note = "";
         if (this.tab === "txt2img") {
@@ -496,35 +602,16 @@
             setNumber("txt2img_hr_resize_y", 0);
             var first = this.readView().first;
             note = "Hires fix 2x: " + first.width + "\u00d7" + first.height + " \u2192 " + (first.width * 2) + "\u00d7" + (first.height * 2) + ".";
-        } else {
-            var img = sourceImage(), scale = 2;
-            if (target) {
-                if (!img) {
-                    note = "Put the image to upscale into img2img first: the scale comes from its size.";
-                    scale = null;
-                } else {
-                    scale = Math.round(target[0] / img.naturalWidth / 0.05) * 0.05;
-                    var outH = Math.floor(img.naturalHeight * scale);
-                    if (scale > 4 || scale < 0.05 || Math.abs(outH - target[1]) > 16) {
-                        note = "This image is " + img.naturalWidth + "\u00d7" + img.naturalHeight + ": " + target[0] + "\u00d7" + target[1] +
-                            " needs a 16:9 image of at least " + target[0] / 4 + "\u00d7" + target[1] / 4 + " (the WebUI scales by 4 at most). Use 2x, or crop it to 16:9 first.";
-                        scale = null;
-                    }
-                }
-            }
-            if (scale) {
-                scale = Math.round(scale * 100) / 100;
-                this.selectResizeTab("Resize by");
-                setNumber("img2img_scale", scale);
-                note = "Resize by " + scale + (img ? ": " + img.naturalWidth + "\u00d7" + img.naturalHeight + " \u2192 " +
-                    Math.floor(img.naturalWidth * scale) + "\u00d7" + Math.floor(img.naturalHeight * scale) : "") + ".";
-            }
+        } else { // img2img: the preset's upscale section (the engine upscales the source once)
+            var choice = UPSCALE_BUTTON_CHOICES[key], set = Object.assign({}, MoDCore.UPSCALE_PRESETS[choice]);
+            if (target) set.fit = "crop"; // a fixed size fills the frame whatever the source's aspect ratio
+            this.dispatch({type: "upscale", upscale: set, choice: choice});
+            note = "Upscale: " + choice + (target ? ", fit crop." : ".");
         }
         var mode = this.state.preset.regions && this.state.preset.regions.length ? "both" : "tiles";
         this.dispatch({type: "mode", mode: mode, tiles: UPSCALE_GRID});
         this.dispatch({type: "tiles", tiles: UPSCALE_GRID});
         if (this.tab === "txt2img") this.dispatch({type: "passes", passes: "both"});
-        this.refreshView();
         this.commit(null);
         this.syncControls();
         this.note = note + " Tile grid 768\u00d7768 px, overlap 128 px.";
@@ -701,7 +788,7 @@
         ctx.fillStyle = colours.bg;
         ctx.fillRect(0, 0, W, H);
         var img = this.tab === "img2img" ? sourceImage() : null;
-        if (img) ctx.drawImage(img, 0, 0, W, H);
+        if (img) this.drawSource(ctx, img, W, H);
 
         var preset = this.previewPreset(), px = 1 / k;
         var passShown = this.gridPassShown();
@@ -728,6 +815,7 @@
             ctx.fillRect(0, 0, W, H);
         }
         this.renderReadout(preset);
+        this.renderUpscaleNote();
         if (!this.drag) this.renderFields(false);
         this.renderList();
         this.renderStats();
@@ -736,6 +824,13 @@
         this.gridPick.value = passShown;
         this.host.setAttribute("data-regions", String((this.state.preset.regions || []).length));
         this.host.setAttribute("data-selected", String(this.state.selected));
+    };
+
+    /** The source image as the upscale places it on the target (cropped or padded), else over the whole canvas. */
+    Editor.prototype.drawSource = function(ctx, img, W, H) {
+        var up = this.upscaleInfo(), g = up && up.geometry;
+        if (g && g.width === W && g.height === H) ctx.drawImage(img, g.x, g.y, g.resize_w, g.resize_h);
+        else ctx.drawImage(img, 0, 0, W, H);
     };
 
     Editor.prototype.tilesOnly = function(preset, w, h) {
@@ -850,6 +945,20 @@
             " (latent " + b.x / 8 + ", " + b.y / 8 + ", " + b.width / 8 + "\u00d7" + b.height / 8 + ")";
     };
 
+    /** img2img with an upscale section: one line from the source to the target the canvas shows. */
+    Editor.prototype.renderUpscaleNote = function() {
+        var up = this.upscaleInfo(), x = "\u00d7", text = "";
+        if (up) {
+            text = "Upscale with " + up.upscaler + ": ";
+            if (up.error) text += up.error;
+            else if (up.source) text += "source " + up.source.width + x + up.source.height + " \u2192 target " + up.width + x + up.height + " (" + up.fit + ")";
+            else if (up.width) text += "target " + up.width + x + up.height + " (" + up.fit + "); put an image into img2img to see how it fits";
+            else text += up.scale + x + " the source; put an image into img2img to see the target";
+        }
+        if (this.upscaleNote.textContent !== text) this.upscaleNote.textContent = text;
+        this.upscaleNote.hidden = !text;
+    };
+
     Editor.prototype.renderFields = function(force) {
         var sel = this.state.selected, regions = this.state.preset.regions || [];
         if (sel < 0 || sel >= regions.length || this.state.error) {
@@ -944,14 +1053,19 @@
         if (s.error) msgs.push("The JSON below has a problem (" + escapeHtml(s.error) + "); the editor shows the last good configuration and waits for a fix.");
         if (this.note) msgs.push(escapeHtml(this.note));
         if (!s.error && p.units === "px" && p.canvas && (p.canvas.width !== v.width || p.canvas.height !== v.height) && (p.regions || []).length) {
+            var up = this.upscaleInfo(), byUpscale = !!(up && up.width); // the upscale target, not the size sliders, sets the canvas
             msgs.push("The regions were drawn on " + p.canvas.width + "\u00d7" + p.canvas.height + " and are scaled to " + v.width + "\u00d7" + v.height +
-                ". <button type=\"button\" class=\"mod-btn mod-inline\" data-act=\"use-preset-canvas\">Use " + p.canvas.width + "\u00d7" + p.canvas.height + "</button>");
+                (byUpscale ? ", the upscale target." : ". <button type=\"button\" class=\"mod-btn mod-inline\" data-act=\"use-preset-canvas\">Use " +
+                    p.canvas.width + "\u00d7" + p.canvas.height + "</button>"));
         }
         if (!s.error && !p.tiles && (p.regions || []).length && this.uncovered > 0) {
             msgs.push("The regions leave " + Math.max(1, Math.round(this.uncovered * 100)) + "% of the canvas uncovered (hatched red): " +
                 "every latent pixel needs a region, or add a tile grid (mode: both).");
         }
         if (!s.error && !p.tiles && !(p.regions || []).length) msgs.push("No regions yet: drag on the canvas to draw one.");
+        if (!s.error && this.tab === "txt2img" && isObject(p.upscale)) {
+            msgs.push("The upscale section works in img2img only (txt2img refuses it): use hires fix here, or remove it from the JSON.");
+        }
         var html = msgs.map(function(m) { return "<div>" + m + "</div>"; }).join("");
         if (html !== this.messageHtml) {
             this.message.innerHTML = html;
@@ -978,6 +1092,10 @@
         /** Called by the panel's gradio change event of the JSON textbox. */
         configChanged: function(tab, text) {
             if (editors[tab]) editors[tab].configChanged(text);
+        },
+        /** Called by the gradio change event of img2img's Upscaler dropdown. */
+        upscalerChanged: function(tab, name) {
+            if (editors[tab]) editors[tab].setUpscaler(name);
         },
         editor: function(tab) {
             return editors[tab] || null;

@@ -24,7 +24,19 @@
     var PASSES = ["first", "hires", "both"];
     var KINDS = ["gaussian", "constant"];
     var PROMPT_MODES = ["replace", "append"];
-    var TOP_KEYS = ["version", "name", "units", "canvas", "tiles", "weights", "regions", "passes"];
+    var TOP_KEYS = ["version", "name", "units", "canvas", "tiles", "weights", "regions", "passes", "upscale", "vae"];
+    // lib_mixture/preset.py: Upscale, VAETiling
+    var FITS = ["crop", "pad", "stretch"];
+    var VAE_TILING = ["auto", "on", "off"];
+    var MIN_SIDE = 64; // px: the smallest canvas an upscale may produce
+    var MAX_SCALE = 16;
+    var VAE_TILE = {min: 64, max: 4096};
+    var DEFAULT_UPSCALE = {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0};
+    var DEFAULT_UPSCALE_SIZE = {width: 3840, height: 2160};
+    // The panel's Upscale target radio: fixed targets by label, then "scale" and "size" (the number fields).
+    var UPSCALE_PRESETS = {"2x": {scale: 2}, "QHD 2560\u00d71440": {width: 2560, height: 1440},
+        "4K UHD 3840\u00d72160": {width: 3840, height: 2160}};
+    var UPSCALE_CHOICES = ["off"].concat(Object.keys(UPSCALE_PRESETS), ["scale", "size"]);
 
     // Peak memory estimate (sampling only, SD 1.5 in fp16). See estimateMemory.
     var MEMORY_MODEL = {
@@ -345,6 +357,72 @@
         return canvasSize(x, y);
     }
 
+    // ------------------------------------------------------------------ upscale (lib_mixture/upscale.py)
+
+    /** Python's round(): halves go to the even neighbour (Math.round sends them up). */
+    function pyRound(x) {
+        var f = Math.floor(x), d = x - f;
+        return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+    }
+
+    /** math.isclose with its default rel_tol (1e-9). */
+    function isClose(a, b) {
+        return a === b || Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b));
+    }
+
+    /** Python's format(x, "g"), so the messages read exactly as the engine's. */
+    function formatG(x) {
+        if (x === 0) return "0";
+        var parts = x.toExponential(5).split("e"), exp = +parts[1];
+        if (exp < -4 || exp >= 6) {
+            var digits = Math.abs(exp) < 10 ? "0" + Math.abs(exp) : String(Math.abs(exp));
+            return parts[0].replace(/\.?0+$/, "") + "e" + (exp < 0 ? "-" : "+") + digits;
+        }
+        var fixed = x.toFixed(5 - exp);
+        return fixed.indexOf(".") < 0 ? fixed : fixed.replace(/\.?0+$/, "");
+    }
+
+    /**
+     * upscale.target_size: {width, height} in px, or {error} (Python's message) when a scale
+     * takes a side out of [64, 16384] px. A scale rounds each side to the nearest multiple of 8.
+     */
+    function targetSize(upscale, srcW, srcH) {
+        if (srcW < 1 || srcH < 1) return {error: "the source image is empty (" + srcW + "x" + srcH + ")"};
+        if (upscale.width != null && upscale.height != null) return {width: upscale.width, height: upscale.height};
+        var scale = upscale.scale != null ? +upscale.scale : DEFAULT_UPSCALE.scale;
+        var w = Math.max(LATENT, pyRound(srcW * scale / LATENT) * LATENT);
+        var h = Math.max(LATENT, pyRound(srcH * scale / LATENT) * LATENT);
+        if (Math.min(w, h) >= MIN_SIDE && Math.max(w, h) <= MAX_SIDE) return {width: w, height: h};
+        var lo = MIN_SIDE / Math.min(srcW, srcH), hi = MAX_SIDE / Math.max(srcW, srcH);
+        var allowed = lo <= hi ? "scales from " + formatG(Math.ceil(lo * 100) / 100) + " to " + formatG(Math.floor(hi * 100) / 100)
+            : "no scale (the aspect ratio is too extreme); give width and height";
+        return {error: "upscale.scale: " + formatG(scale) + " takes this " + srcW + "x" + srcH + " image to " + w + "x" + h +
+            "; each side must be in [" + MIN_SIDE + ", " + MAX_SIDE + "] px, which allows " + allowed + " for this image"};
+    }
+
+    /**
+     * upscale.fit_geometry: resize the source to resize_w x resize_h and put its corner at
+     * (x, y) on the width x height target (negative: cropped, positive: padded).
+     */
+    function fitGeometry(srcW, srcH, width, height, fit) {
+        if (fit === "stretch") return {width: width, height: height, resize_w: width, resize_h: height, x: 0, y: 0};
+        if (fit !== "crop" && fit !== "pad") throw new Error("fit must be 'crop', 'pad' or 'stretch', got " + JSON.stringify(fit));
+        var kx = width / srcW, ky = height / srcH, k = fit === "crop" ? Math.max(kx, ky) : Math.min(kx, ky);
+        // the side that decided k lands exactly on the target
+        var rw = isClose(k, kx) ? width : Math.max(1, pyRound(srcW * k));
+        var rh = isClose(k, ky) ? height : Math.max(1, pyRound(srcH * k));
+        return {width: width, height: height, resize_w: rw, resize_h: rh, x: Math.floor((width - rw) / 2), y: Math.floor((height - rh) / 2)};
+    }
+
+    /** What an upscale section makes of a srcW x srcH image: {width, height, fit, geometry}, or {error}. */
+    function upscaleTarget(upscale, srcW, srcH) {
+        var u = upscaleSettings(upscale);
+        if (FITS.indexOf(u.fit) < 0) return {error: "upscale.fit: " + JSON.stringify(u.fit) + " is not allowed; allowed: " + FITS.join(", ")};
+        var t = targetSize(u, srcW, srcH);
+        if (t.error) return t;
+        return {width: t.width, height: t.height, fit: u.fit, geometry: fitGeometry(srcW, srcH, t.width, t.height, u.fit)};
+    }
+
     // ------------------------------------------------------------------ hit testing and box edits
 
     var HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
@@ -427,6 +505,34 @@
         return {kind: weights.kind || "gaussian", variance: weights.variance === undefined ? DEFAULT_VARIANCE : weights.variance};
     }
 
+    var UPSCALE_KEYS = ["upscaler", "scale", "width", "height", "fit", "guide_strength"];
+
+    /** An upscale section with every field in Upscale's order; a target size excludes the default scale. */
+    function upscaleSettings(u) {
+        u = isObject(u) ? u : {};
+        var sized = u.width != null || u.height != null;
+        var out = {upscaler: u.upscaler === undefined ? DEFAULT_UPSCALE.upscaler : u.upscaler};
+        if (u.scale != null || !sized) out.scale = u.scale != null ? u.scale : DEFAULT_UPSCALE.scale;
+        if (u.width != null) out.width = u.width;
+        if (u.height != null) out.height = u.height;
+        out.fit = u.fit === undefined ? DEFAULT_UPSCALE.fit : u.fit;
+        out.guide_strength = u.guide_strength === undefined ? DEFAULT_UPSCALE.guide_strength : u.guide_strength;
+        Object.keys(u).forEach(function(k) { if (UPSCALE_KEYS.indexOf(k) < 0) out[k] = u[k]; });
+        return out;
+    }
+
+    function vaeSettings(v) {
+        v = isObject(v) ? v : {};
+        var out = {tiling: v.tiling === undefined ? "auto" : v.tiling, tile: v.tile === undefined ? null : v.tile};
+        Object.keys(v).forEach(function(k) { if (!(k in out)) out[k] = v[k]; });
+        return out;
+    }
+
+    /** Preset.to_dict leaves out the default VAE settings. */
+    function isDefaultVae(v) {
+        return Object.keys(v).length === 2 && v.tiling === "auto" && v.tile === null;
+    }
+
     /** A region with every field, in the order Preset.to_dict writes them; unknown keys kept last. */
     function fullRegion(r) {
         var out = {
@@ -454,6 +560,10 @@
         out.weights = weightSettings(p.weights);
         out.regions = (Array.isArray(p.regions) ? p.regions : []).map(function(r) { return isObject(r) ? fullRegion(r) : r; });
         out.passes = p.passes || "both";
+        // sections that are not objects stay as they are, for the validator to report
+        if (p.upscale !== undefined && p.upscale !== null) out.upscale = isObject(p.upscale) ? upscaleSettings(p.upscale) : p.upscale;
+        var vae = isObject(p.vae) ? vaeSettings(p.vae) : p.vae;
+        if (vae !== undefined && vae !== null && !(isObject(vae) && isDefaultVae(vae))) out.vae = vae;
         Object.keys(p).forEach(function(k) { if (TOP_KEYS.indexOf(k) < 0) out[k] = p[k]; });
         return out;
     }
@@ -487,7 +597,9 @@
         if (obj.canvas !== undefined && !(isObject(obj.canvas) && obj.canvas.width > 0 && obj.canvas.height > 0)) {
             problems.push("canvas needs a positive width and height");
         }
-        if (obj.tiles !== undefined && obj.tiles !== null && !isObject(obj.tiles)) problems.push("tiles must be an object");
+        ["tiles", "upscale", "vae"].forEach(function(k) {
+            if (obj[k] !== undefined && obj[k] !== null && !isObject(obj[k])) problems.push(k + " must be an object");
+        });
         return {preset: obj, error: problems.length ? problems.join("; ") : null};
     }
 
@@ -521,14 +633,19 @@
 
     /**
      * The editor's state: {preset (the decoded JSON), error, view {width, height}, selected,
-     * mode, stash {tiles, regions}}. The preset is the whole generation state (the hidden
-     * field); mode and stash are the panel's memory of a choice the JSON cannot hold yet
-     * ("both" before the first region) and of what a mode switch took away.
+     * mode, upscaleChoice, stash {tiles, regions, upscale}}. The preset is the whole generation
+     * state (the hidden field); mode, upscaleChoice and stash are the panel's memory of a choice
+     * the JSON cannot hold ("both" before the first region, "scale" for a scale of 2) and of
+     * what a switch took away (the grid, the regions, the upscale section).
      */
     function initialState(view) {
         var preset = canonical({version: 1, name: "tile grid", tiles: Object.assign({}, DEFAULT_TILES)});
         return {preset: preset, error: null, view: canvasSize((view || {}).width || 512, (view || {}).height || 512),
-            selected: -1, mode: "tiles", stash: {tiles: null, regions: null}};
+            selected: -1, mode: "tiles", upscaleChoice: "off", stash: emptyStash()};
+    }
+
+    function emptyStash() {
+        return {tiles: null, regions: null, upscale: null};
     }
 
     function assign(a, b) {
@@ -575,6 +692,71 @@
             batch_size: cleanNumber(t.batch_size, 1, MAX_BATCH, DEFAULT_TILES.batch_size, {integer: true})};
     }
 
+    /** A side of an upscale target: px, multiple of 8, in [64, 16384]. */
+    function cleanSide(value, fallback) {
+        return clamp(roundTo(cleanNumber(value, MIN_SIDE, MAX_SIDE, fallback)), MIN_SIDE, MAX_SIDE);
+    }
+
+    /**
+     * `base` (an upscale section, or the default) with the fields of `change`; a width or a
+     * height replaces the scale and a scale the size (the canonical form has one of them).
+     */
+    function cleanUpscale(base, change) {
+        var u = upscaleSettings(isObject(base) ? base : DEFAULT_UPSCALE), c = change || {};
+        if (typeof c.upscaler === "string" && c.upscaler.trim()) u.upscaler = c.upscaler.trim().slice(0, 200);
+        if (FITS.indexOf(c.fit) >= 0) u.fit = c.fit;
+        if (c.guide_strength !== undefined) u.guide_strength = cleanNumber(c.guide_strength, 0, 1, u.guide_strength);
+        if (c.width != null || c.height != null) {
+            u.width = cleanSide(c.width != null ? c.width : u.width, DEFAULT_UPSCALE_SIZE.width);
+            u.height = cleanSide(c.height != null ? c.height : u.height, DEFAULT_UPSCALE_SIZE.height);
+            delete u.scale;
+        } else if (c.scale != null) {
+            var fallback = u.scale === undefined ? DEFAULT_UPSCALE.scale : u.scale;
+            u.scale = cleanNumber(c.scale, 0, MAX_SCALE, fallback, {loOpen: true});
+            delete u.width;
+            delete u.height;
+        }
+        return upscaleSettings(u);
+    }
+
+    /** VAE tile edge: 0, empty or not a number = null (chosen from free memory); else 64..4096 px on the 8 px grid. */
+    function cleanVaeTile(value) {
+        var v = cleanNumber(value, 0, VAE_TILE.max, 0);
+        return v < 1 ? null : clamp(roundTo(v), VAE_TILE.min, VAE_TILE.max);
+    }
+
+    /**
+     * The panel's Upscale target for a section: `preferred` while it still describes the
+     * section (so "scale" stays "scale" at 2), else the first choice that does.
+     */
+    function upscaleChoice(upscale, preferred) {
+        var u = isObject(upscale) ? upscaleSettings(upscale) : null;
+        var describes = function(choice) {
+            if (!u) return choice === "off";
+            var sized = u.width !== undefined || u.height !== undefined, t = UPSCALE_PRESETS[choice];
+            if (choice === "scale" || choice === "size") return sized === (choice === "size");
+            if (!t) return false;
+            return t.scale !== undefined ? !sized && u.scale === t.scale : u.width === t.width && u.height === t.height;
+        };
+        return preferred && describes(preferred) ? preferred : UPSCALE_CHOICES.filter(describes)[0];
+    }
+
+    /** The Upscaler dropdown after a change of the JSON `text`: its upscaler when the WebUI has it (`names`), else `current`. */
+    function upscalerOf(text, current, names) {
+        var obj;
+        try {
+            obj = JSON.parse(text);
+        } catch (e) {
+            return current;
+        }
+        var name = isObject(obj) && isObject(obj.upscale) ? obj.upscale.upscaler : null;
+        return typeof name === "string" && (names || []).indexOf(name) >= 0 ? name : current;
+    }
+
+    function withUpscaleChoice(state, preferred) {
+        return assign(state, {upscaleChoice: upscaleChoice(state.preset.upscale, preferred || state.upscaleChoice)});
+    }
+
     function newRegion(box) {
         return fullRegion({x: box.x, y: box.y, width: box.width, height: box.height});
     }
@@ -602,7 +784,8 @@
             if (!got.preset || got.error) return assign(s, {error: got.error});
             var n = Array.isArray(got.preset.regions) ? got.preset.regions.length : 0;
             return assign(s, {preset: got.preset, error: null, mode: modeOf(got.preset),
-                selected: s.selected < n ? s.selected : n - 1, stash: {tiles: null, regions: null}});
+                selected: s.selected < n ? s.selected : n - 1, stash: emptyStash(),
+                upscaleChoice: upscaleChoice(got.preset.upscale, s.upscaleChoice)});
         }
         case "view":
             return assign(s, {view: canvasSize(action.width, action.height)});
@@ -667,7 +850,7 @@
         case "mode": {
             if (MODES.indexOf(action.mode) < 0) return s;
             p = canonical(s.preset);
-            var stash = {tiles: s.stash.tiles, regions: s.stash.regions};
+            var stash = assign(s.stash, {});
             var tiles = action.tiles ? cleanTiles(action.tiles) : null;
             if (action.mode === "tiles" || action.mode === "both") {
                 if (!p.tiles) p.tiles = tiles || stash.tiles || Object.assign({}, DEFAULT_TILES);
@@ -689,7 +872,7 @@
             // a partial update of the grid: {width, height, overlap, batch_size}
             var base = s.preset.tiles || s.stash.tiles || DEFAULT_TILES;
             var merged = cleanTiles(assign(tileSettings(base), action.tiles));
-            if (!s.preset.tiles) return assign(s, {stash: {tiles: merged, regions: s.stash.regions}});
+            if (!s.preset.tiles) return assign(s, {stash: assign(s.stash, {tiles: merged})});
             p = canonical(s.preset);
             p.tiles = merged;
             return assign(s, {preset: p});
@@ -707,6 +890,30 @@
             p = canonical(s.preset);
             p.passes = action.passes;
             return assign(s, {preset: p});
+        case "upscale":
+            // set the upscale section (sizing, fit...), turning it on; null turns it off
+            p = canonical(s.preset);
+            if (action.upscale === null) {
+                var kept = p.upscale || s.stash.upscale;
+                delete p.upscale;
+                return withUpscaleChoice(assign(s, {preset: p, stash: assign(s.stash, {upscale: kept})}), "off");
+            }
+            p.upscale = cleanUpscale(p.upscale || s.stash.upscale, action.upscale);
+            return withUpscaleChoice(assign(s, {preset: p}), action.choice);
+        case "upscaleOptions":
+            // edit the section's fields; while it is off they wait in the stash for the next "upscale"
+            if (!s.preset.upscale) return assign(s, {stash: assign(s.stash, {upscale: cleanUpscale(s.stash.upscale, action.upscale)})});
+            p = canonical(s.preset);
+            p.upscale = cleanUpscale(p.upscale, action.upscale);
+            return withUpscaleChoice(assign(s, {preset: p}), action.choice);
+        case "vae": {
+            p = canonical(s.preset);
+            var vae = vaeSettings(p.vae);
+            if (VAE_TILING.indexOf(action.tiling) >= 0) vae.tiling = action.tiling;
+            if ("tile" in action) vae.tile = cleanVaeTile(action.tile);
+            p.vae = vae;
+            return assign(s, {preset: canonical(p)});
+        }
         case "name":
             p = canonical(s.preset);
             p.name = String(action.name || "").slice(0, 200);
@@ -727,6 +934,9 @@
         canonical: canonical, serialise: serialise, parse: parse, modeOf: modeOf, viewBoxes: viewBoxes,
         snappedBoxes: snappedBoxes, normalise: normalise, tileSettings: tileSettings, weightSettings: weightSettings,
         initialState: initialState, reduce: reduce,
+        FITS: FITS, VAE_TILING: VAE_TILING, DEFAULT_UPSCALE: DEFAULT_UPSCALE, UPSCALE_PRESETS: UPSCALE_PRESETS,
+        UPSCALE_CHOICES: UPSCALE_CHOICES, upscaleSettings: upscaleSettings, vaeSettings: vaeSettings, upscaleChoice: upscaleChoice, upscalerOf: upscalerOf,
+        targetSize: targetSize, fitGeometry: fitGeometry, upscaleTarget: upscaleTarget, pyRound: pyRound, formatG: formatG,
     };
     if (typeof module !== "undefined" && module.exports) module.exports = api;
     else root.MoDCore = api;

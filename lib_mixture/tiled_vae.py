@@ -730,9 +730,10 @@ def _gn_apply(x: torch.Tensor, gn: nn.GroupNorm, mean: torch.Tensor, var: torch.
     scale = rstd.repeat_interleave(rep, dim=1)
     shift = -mean.repeat_interleave(rep, dim=1) * scale
     if gn.affine:
-        w = gn.weight.detach().to(torch.float64)
+        # the statistics may live on the CPU (combined there) while the weights are on the GPU
+        w = gn.weight.detach().to(device=scale.device, dtype=torch.float64)
         scale = scale * w
-        shift = shift * w + gn.bias.detach().to(torch.float64)
+        shift = shift * w + gn.bias.detach().to(device=scale.device, dtype=torch.float64)
     scale = scale.to(device=x.device, dtype=torch.float32).view(B, C, 1, 1)
     shift = shift.to(device=x.device, dtype=torch.float32).view(B, C, 1, 1)
     if x.dtype == torch.float32:

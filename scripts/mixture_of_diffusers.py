@@ -12,9 +12,10 @@ from modules import scripts
 from modules.ui_components import ToolButton
 
 from lib_mixture.cli import bundled_presets
-from lib_mixture.preset import PASSES, Preset, PresetError, TileGrid, load_preset, loads_preset
+from lib_mixture.preset import (FITS, MAX_SCALE, MAX_SIDE, MIN_SIDE, PASSES, VAE_TILING, Preset, PresetError, TileGrid,
+                                 load_preset, loads_preset)
 from lib_mixture.weights import DEFAULT_VARIANCE, KINDS
-from lib_mixture_webui import hook, user_presets
+from lib_mixture_webui import hook, upscale, user_presets, vae
 from lib_mixture_webui.args import INFOTEXT_KEY, infotext_value, pasted_config, read_args
 from lib_mixture_webui.job import Job
 
@@ -24,6 +25,7 @@ except ImportError:  # WebUI before 1.7
     InputAccordion = None
 
 hook.install()
+vae.install()
 
 DEFAULT_CONFIG = Preset(name="tile grid", tiles=TileGrid()).to_json()
 
@@ -70,6 +72,12 @@ class MixtureOfDiffusersScript(scripts.Script):
                           info="0 to tile size - 8, snapped to 8")
                 gr.Slider(1, 64, 4, step=1, label="Tile batch size", elem_id=eid("batch"),
                           info="1 to 64 crops per model call")
+            upscaler, upscalers = _upscale_controls(eid) if is_img2img else (None, [])
+            with gr.Row(elem_classes=["mod-controls", "mod-vae"]):
+                gr.Radio(list(VAE_TILING), value="auto", label="VAE tiling", elem_id=eid("vae_tiling"),
+                         info="auto: tiled when a plain VAE pass would not fit in free memory; on: always; off: never")
+                gr.Slider(0, 4096, 0, step=8, label="VAE tile size (px)", elem_id=eid("vae_tile"),
+                          info="0: chosen from free memory; else 64 to 4096, snapped to 8")
             with gr.Row(elem_classes=["mod-tile-presets"]):
                 for key, label in TILE_PRESET_BUTTONS:
                     gr.Button(label, size="sm", elem_id=eid(key), elem_classes=["mod-tile-preset"])
@@ -114,6 +122,14 @@ class MixtureOfDiffusersScript(scripts.Script):
         # The editor follows every change of the JSON (its own, a preset, a paste, a hand edit).
         config.change(fn=None, _js=f"function(text){{ if (window.MoD) MoD.configChanged('{tab}', text); }}",
                       inputs=[config])
+        if upscaler is not None:
+            # The dropdown writes the JSON through the editor's script; the JSON sets the dropdown
+            # in the browser too (gradio drops a Python round trip's change while one is pending).
+            upscaler.change(fn=None, _js=f"function(name){{ if (window.MoD) MoD.upscalerChanged('{tab}', name); }}",
+                            inputs=[upscaler])
+            config.change(fn=None, inputs=[config], outputs=[upscaler],
+                          _js=f"function(text, name){{ return window.MoDCore ? MoDCore.upscalerOf(text, name, "
+                              f"{json.dumps(upscalers)}) : name; }}")
 
         self.infotext_fields = [
             (enabled, lambda params: pasted_config(params) is not None),
@@ -127,8 +143,11 @@ class MixtureOfDiffusersScript(scripts.Script):
 
     def process(self, p, *args):
         p._mod_job = None
+        vae.reset()  # whatever happened to the last job, this one starts from the plain VAE
         try:
             enabled, preset = read_args(args)
+            if enabled and preset.upscale is not None:
+                print(f"[Mixture of Diffusers] {upscale.apply(p, preset.upscale)}")
         except PresetError as e:
             # Script hooks' exceptions are only logged by the WebUI; the denoiser hook raises
             # this at the first step, so the job stops and an API caller sees the message.
@@ -136,11 +155,22 @@ class MixtureOfDiffusersScript(scripts.Script):
             return
         if not enabled:
             return
+        vae.activate(p, preset.vae)  # before p.init(), which encodes img2img's init images
         job = Job(p, preset)
         p._mod_job = job
         # The resolved preset: px boxes carry the canvas they were drawn on, so a paste into
         # another size scales them.
         p.extra_generation_params[INFOTEXT_KEY] = infotext_value(job.preset)
+
+    def postprocess(self, p, processed, *args):
+        route = getattr(p, "_mod_vae_route", None)
+        if route is not None:
+            p._mod_vae_log = route.log  # what was tiled, for the console and the tests
+            for entry in route.log:
+                what = "image" if entry["mode"] == "encode" else "latent"
+                print(f"[Mixture of Diffusers] tiled VAE {entry['mode']} of a {entry['shape'][-1]}x{entry['shape'][-2]} "
+                      f"{what}: {entry['tiles']} tiles, {entry['seconds']:.1f} s")
+        vae.deactivate(p)
 
     def process_batch(self, p, *args, **kwargs):
         job = getattr(p, "_mod_job", None)
@@ -160,6 +190,46 @@ MODE_INFO = ("tiles: a grid driven by the main prompt (large images, upscaling);
              "with its own prompt; both: the grid with regions on top")
 # Buttons the editor's script handles: the size and the tile grid of an upscale in one click.
 TILE_PRESET_BUTTONS = (("up2x", "2x"), ("upqhd", "QHD 2560\u00d71440"), ("up4k", "4K UHD 3840\u00d72160"))
+
+
+# img2img's Upscale target radio; javascript/mixture_of_diffusers_core.js (UPSCALE_CHOICES) maps it to the JSON:
+# off = no "upscale" section, 2x = scale 2, QHD/4K = that width and height, scale / size = the number fields.
+UPSCALE_TARGETS = ("off", "2x", "QHD 2560\u00d71440", "4K UHD 3840\u00d72160", "scale", "size")
+
+
+def _upscaler_names():
+    """The WebUI's upscalers; Lanczos alone when the list cannot be read (the host adapter checks the name)."""
+    try:
+        from modules import shared
+        names = [x.name for x in shared.sd_upscalers]
+    except (ImportError, AttributeError, TypeError):
+        names = []
+    return names or ["Lanczos"]
+
+
+def _upscale_controls(eid):
+    """img2img: the preset's "upscale" section (the editor's script keeps them and the JSON in step).
+    Returns the Upscaler dropdown and its choices. The labels are unique in the tab: the WebUI keeps
+    ui-config.json defaults by tab/label, and img2img has its own "Scale"."""
+    names = _upscaler_names()
+    with gr.Row(elem_classes=["mod-controls", "mod-upscale"]):
+        upscaler = gr.Dropdown(names, value="Lanczos" if "Lanczos" in names else names[0], label="Upscale with",
+                               elem_id=eid("upscaler"),
+                               info="resizes the source image once, before the tiled refinement")
+        gr.Radio(list(UPSCALE_TARGETS), value="off", label="Upscale target", elem_id=eid("upscale_target"),
+                 info="off; 2x; QHD / 4K: that size; scale / size: the fields below")
+        gr.Radio(list(FITS), value="crop", label="Upscale fit", elem_id=eid("upscale_fit"),
+                 info="another aspect ratio: crop fills and cuts, pad fits inside, stretch distorts")
+    with gr.Row(elem_classes=["mod-controls", "mod-upscale"]):
+        gr.Number(2.0, minimum=0.05, maximum=MAX_SCALE, step=0.05, label="Upscale scale", elem_id=eid("upscale_scale"),
+                  info=f"0.05 to {MAX_SCALE:g} x the source, sides snapped to 8 px")
+        gr.Number(3840, minimum=MIN_SIDE, maximum=MAX_SIDE, step=8, precision=0, label="Upscale width (px)",
+                  elem_id=eid("upscale_width"), info=f"{MIN_SIDE} to {MAX_SIDE}, snapped to 8 (target: size)")
+        gr.Number(2160, minimum=MIN_SIDE, maximum=MAX_SIDE, step=8, precision=0, label="Upscale height (px)",
+                  elem_id=eid("upscale_height"), info=f"{MIN_SIDE} to {MAX_SIDE}, snapped to 8 (target: size)")
+        gr.Slider(0.0, 1.0, 0.0, step=0.05, label="Upscale guide strength", elem_id=eid("upscale_guide"),
+                  info="0 to 1: the share of steps the upscaled image guides the canvas; 0 = off")
+    return upscaler, names
 
 
 def _editor_html(tab):

@@ -66,7 +66,7 @@ def test_defaults_are_filled_in():
 def test_unknown_keys_are_errors_with_a_suggestion():
     found = problems({**minimal(), "tiels": {}})
     assert found == ["tiels: unknown key (did you mean 'tiles'?); allowed keys: version, name, units, canvas, "
-                     "tiles, weights, regions, passes"]
+                     "tiles, weights, regions, passes, upscale, vae"]
     found = problems({"version": 1, "regions": [{"x": 0, "y": 0, "widht": 8, "height": 8}]})
     assert any(p.startswith("regions[0].widht: unknown key (did you mean 'width'?)") for p in found)
     assert "regions[0].width: is required" in found

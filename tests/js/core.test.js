@@ -94,6 +94,24 @@ test("profile matches weights.profile (gaussian and constant)", () => {
     }
 });
 
+test("upscaleTarget matches upscale.target_size + fit_geometry (sizes, geometry, refusals)", (t) => {
+    const cases = ref().upscales;
+    if (!cases) return t.skip(`lib_mixture.upscale needs numpy and Pillow in ${PYTHON}`);
+    let refused = 0;
+    for (const c of cases) {
+        const got = core.upscaleTarget(c.upscale, ...c.src);
+        const label = `${JSON.stringify(c.upscale)} on ${c.src.join("x")}`;
+        if (c.problems) {
+            assert.equal(got.error, c.problems[0], label);
+            refused += 1;
+            continue;
+        }
+        assert.equal(got.error, undefined, `${label}: ${got.error}`);
+        assert.deepEqual({width: got.width, height: got.height, geometry: got.geometry}, c.expect, label);
+    }
+    assert.ok(cases.length > 1000 && refused > 50, `${cases.length} cases, ${refused} refused`);
+});
+
 test("the paper's 4K grid: 11 x 8 tiles of 640x480, overlaps 320 and 240 px", () => {
     const text = bundled().find((p) => p.name === "paper-fig8-4k-grid").text;
     const plan = core.buildPlan(JSON.parse(text), 3840, 2160);
@@ -132,6 +150,11 @@ test("every state the reducer makes is a preset Python accepts, and canonical", 
     step({type: "nudge", index: 1, dx: 64, dy: -8});
     step({type: "reorder", index: 0, to: "front"});
     step({type: "mode", mode: "regions"});
+    step({type: "upscale", upscale: {scale: 2}});
+    step({type: "upscaleOptions", upscale: {upscaler: "R-ESRGAN 4x+", fit: "pad", guide_strength: "0.25"}});
+    step({type: "upscale", upscale: {width: 3841, height: 2160, fit: "crop"}});
+    step({type: "vae", tiling: "on", tile: 1000});
+    step({type: "vae", tile: 0});
     const texts = states.map((st) => core.serialise(st.preset));
     const back = python(["--round-trip"], JSON.stringify(texts));
     back.forEach((r, i) => {
@@ -146,6 +169,8 @@ test("every state the reducer makes is a preset Python accepts, and canonical", 
     assert.equal(last.regions[0].weight, 1, "a weight <= 0 is refused");
     assert.equal(last.regions[0].seed, -1, "a seed that is not a number is refused");
     assert.equal(last.passes, "hires");
+    assert.deepEqual(last.upscale, {upscaler: "R-ESRGAN 4x+", width: 3840, height: 2160, fit: "crop", guide_strength: 0.25});
+    assert.deepEqual(last.vae, {tiling: "on", tile: null});
 });
 
 test("parse reports broken JSON and the reducer keeps the last good preset", () => {
@@ -365,4 +390,131 @@ test("hiresSize follows the WebUI's hires-fix target", () => {
     assert.deepEqual(core.hiresSize(512, 768, 2, 0, 1024), {width: 680, height: 1024});
     assert.deepEqual(core.hiresSize(512, 768, 2, 1024, 1024), {width: 1024, height: 1536});
     assert.deepEqual(core.hiresSize(768, 512, 2, 1024, 1024), {width: 1536, height: 1024});
+});
+
+// ---------------------------------------------------------------- upscale and tiled VAE
+
+test("upscaleTarget: a scale rounds each side to the nearest 8 px, halves to even as Python does", () => {
+    const size = (u, w, h) => { const t = core.upscaleTarget(u, w, h); return [t.width, t.height]; };
+    assert.deepEqual(size({scale: 4}, 960, 540), [3840, 2160]);
+    assert.deepEqual(size({scale: 1.5}, 960, 540), [1440, 808], "810 is 101.25 cells");
+    assert.deepEqual(size({scale: 1}, 1012, 1020), [1008, 1024], "126.5 -> 126, 127.5 -> 128");
+    assert.deepEqual(size({scale: 1}, 1004, 1028), [1008, 1024], "125.5 -> 126, 128.5 -> 128");
+    assert.deepEqual(size({}, 960, 540), [1920, 1080], "scale 2 by default");
+    assert.deepEqual(size({width: 3840, height: 2160, fit: "pad"}, 7, 9), [3840, 2160], "a size ignores the source");
+    assert.equal(core.pyRound(2.5), 2);
+    assert.equal(core.pyRound(3.5), 4);
+    assert.equal(core.pyRound(-0.5), 0);
+});
+
+test("upscaleTarget: crop covers, pad fits inside, stretch fills; all centred", () => {
+    const geo = (fit, w = 960, h = 540, tw = 1024, th = 1024) => core.upscaleTarget({width: tw, height: th, fit}, w, h).geometry;
+    assert.deepEqual(geo("crop"), {width: 1024, height: 1024, resize_w: 1820, resize_h: 1024, x: -398, y: 0});
+    assert.deepEqual(geo("pad"), {width: 1024, height: 1024, resize_w: 1024, resize_h: 576, x: 0, y: 224});
+    assert.deepEqual(geo("stretch"), {width: 1024, height: 1024, resize_w: 1024, resize_h: 1024, x: 0, y: 0});
+    assert.deepEqual(geo("crop", 1000, 700, 3840, 2160), {width: 3840, height: 2160, resize_w: 3840, resize_h: 2688, x: 0, y: -264});
+    assert.deepEqual(geo("pad", 1000, 700, 3840, 2160), {width: 3840, height: 2160, resize_w: 3086, resize_h: 2160, x: 377, y: 0});
+    assert.deepEqual(geo("crop", 960, 540, 3840, 2160), {width: 3840, height: 2160, resize_w: 3840, resize_h: 2160, x: 0, y: 0});
+    assert.match(core.upscaleTarget({scale: 2, fit: "zoom"}, 960, 540).error, /upscale\.fit/);
+});
+
+test("upscaleTarget: a scale that leaves [64, 16384] px is refused with the scales that work", () => {
+    assert.equal(core.upscaleTarget({scale: 16}, 2000, 1000).error, "upscale.scale: 16 takes this 2000x1000 image to 32000x16000; " +
+        "each side must be in [64, 16384] px, which allows scales from 0.07 to 8.19 for this image");
+    assert.match(core.upscaleTarget({scale: 2}, 1, 4000).error, /allows no scale \(the aspect ratio is too extreme\)/);
+    assert.match(core.upscaleTarget({scale: 0.05}, 960, 540).error, /to 48x24;/);
+    assert.match(core.upscaleTarget({scale: 2}, 0, 540).error, /the source image is empty \(0x540\)/);
+    assert.equal(core.formatG(1e-5), "1e-05");
+    assert.equal(core.formatG(123456789), "1.23457e+08");
+    assert.equal(core.formatG(0.07), "0.07");
+});
+
+test("upscale actions: set, canonical sizing, off keeps it for later", () => {
+    let s = core.initialState({width: 960, height: 544});
+    assert.equal(s.upscaleChoice, "off");
+    s = core.reduce(s, {type: "upscale", upscale: {scale: 2}, choice: "2x"});
+    assert.deepEqual(s.preset.upscale, {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0});
+    assert.equal(s.upscaleChoice, "2x");
+    s = core.reduce(s, {type: "upscale", upscale: {width: 2561, height: 1436}});
+    assert.deepEqual(s.preset.upscale, {upscaler: "Lanczos", width: 2560, height: 1440, fit: "crop", guide_strength: 0},
+        "a size replaces the scale, snapped to 8 px");
+    assert.equal(s.upscaleChoice, "QHD 2560×1440");
+    s = core.reduce(s, {type: "upscaleOptions", upscale: {width: 99999}});
+    assert.deepEqual([s.preset.upscale.width, s.preset.upscale.height], [16384, 1440]);
+    assert.equal(s.upscaleChoice, "size");
+    s = core.reduce(s, {type: "upscaleOptions", upscale: {scale: 0}});
+    assert.deepEqual(s.preset.upscale, {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0},
+        "a scale replaces the size; 0 is refused (the default)");
+    assert.equal(s.upscaleChoice, "2x");
+    s = core.reduce(s, {type: "upscaleOptions", upscale: {scale: "40", fit: "pad", guide_strength: 7, upscaler: "  ESRGAN_4x "}});
+    assert.deepEqual(s.preset.upscale, {upscaler: "ESRGAN_4x", scale: 16, fit: "pad", guide_strength: 1});
+    s = core.reduce(s, {type: "upscaleOptions", upscale: {fit: "zoom", upscaler: " ", guide_strength: "x"}});
+    assert.deepEqual(s.preset.upscale, {upscaler: "ESRGAN_4x", scale: 16, fit: "pad", guide_strength: 1}, "bad values change nothing");
+    s = core.reduce(s, {type: "upscale", upscale: null});
+    assert.equal(s.preset.upscale, undefined);
+    assert.equal(s.upscaleChoice, "off");
+    assert.equal(JSON.parse(core.serialise(s.preset)).upscale, undefined, "off: no section in the JSON");
+    s = core.reduce(s, {type: "upscaleOptions", upscale: {fit: "stretch"}});
+    assert.equal(s.preset.upscale, undefined, "options while off wait in the stash");
+    s = core.reduce(s, {type: "upscale", upscale: {width: 3840, height: 2160}, choice: "4K UHD 3840×2160"});
+    assert.deepEqual(s.preset.upscale, {upscaler: "ESRGAN_4x", width: 3840, height: 2160, fit: "stretch", guide_strength: 1});
+});
+
+test("the Upscale target choice: the panel's memory while it still describes the JSON", () => {
+    assert.equal(core.upscaleChoice(undefined, "scale"), "off");
+    assert.equal(core.upscaleChoice({scale: 2}), "2x");
+    assert.equal(core.upscaleChoice({scale: 2}, "scale"), "scale");
+    assert.equal(core.upscaleChoice({}, "size"), "2x", "no sizing: scale 2");
+    assert.equal(core.upscaleChoice({scale: 3}, "2x"), "scale");
+    assert.equal(core.upscaleChoice({width: 3840, height: 2160}, "scale"), "4K UHD 3840×2160");
+    assert.equal(core.upscaleChoice({width: 3840, height: 2160}, "size"), "size");
+    assert.equal(core.upscaleChoice({width: 1000, height: 2160}, "4K UHD 3840×2160"), "size");
+    let s = core.initialState();
+    s = core.reduce(s, {type: "upscale", upscale: {scale: 2}, choice: "scale"});
+    assert.equal(s.upscaleChoice, "scale");
+    s = core.reduce(s, {type: "load", text: core.serialise(s.preset)});
+    assert.equal(s.upscaleChoice, "scale", "a load that still fits keeps it");
+    s = core.reduce(s, {type: "load", text: JSON.stringify({version: 1, tiles: {}, upscale: {width: 2560, height: 1440}})});
+    assert.equal(s.upscaleChoice, "QHD 2560×1440");
+});
+
+test("canonical upscale and vae: Preset.to_dict's order, defaults filled, default VAE left out", () => {
+    const c = (p) => core.canonical(Object.assign({version: 1, tiles: {}}, p));
+    assert.deepEqual(Object.keys(c({upscale: {fit: "pad", width: 64, height: 64}, vae: {tile: 512}})),
+        ["version", "name", "units", "tiles", "weights", "regions", "passes", "upscale", "vae"]);
+    assert.deepEqual(c({upscale: {}}).upscale, {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0});
+    assert.deepEqual(c({upscale: {scale: null, width: 64, height: 128}}).upscale, {upscaler: "Lanczos", width: 64, height: 128, fit: "crop", guide_strength: 0});
+    assert.deepEqual(c({upscale: {scale: 3, width: 64}}).upscale, {upscaler: "Lanczos", scale: 3, width: 64, fit: "crop", guide_strength: 0},
+        "a broken section is kept for the validator");
+    assert.equal(c({upscale: null}).upscale, undefined);
+    assert.equal(c({vae: {tiling: "auto", tile: null}}).vae, undefined);
+    assert.equal(c({vae: {}}).vae, undefined);
+    assert.deepEqual(c({vae: {tile: 512}}).vae, {tiling: "auto", tile: 512});
+    assert.match(core.parse(JSON.stringify({version: 1, upscale: 2})).error, /upscale must be an object/);
+    assert.match(core.parse(JSON.stringify({version: 1, vae: "on"})).error, /vae must be an object/);
+});
+
+test("upscalerOf: the dropdown follows the JSON's upscaler when the WebUI has it", () => {
+    const names = ["None", "Lanczos", "R-ESRGAN 4x+"];
+    const text = (upscale) => JSON.stringify({version: 1, tiles: {}, upscale});
+    assert.equal(core.upscalerOf(text({upscaler: "R-ESRGAN 4x+"}), "Lanczos", names), "R-ESRGAN 4x+");
+    assert.equal(core.upscalerOf(text({upscaler: "4x-UltraSharp"}), "Lanczos", names), "Lanczos", "not installed here");
+    assert.equal(core.upscalerOf(text(null), "Lanczos", names), "Lanczos");
+    assert.equal(core.upscalerOf(text({scale: 2}), "None", names), "None");
+    assert.equal(core.upscalerOf("{oops", "Lanczos", names), "Lanczos");
+    assert.equal(core.upscalerOf("[1]", "Lanczos", names), "Lanczos");
+});
+
+test("vae action: tiling auto|on|off; tile 0 = from free memory, else 64..4096 on the 8 px grid", () => {
+    let s = core.initialState();
+    s = core.reduce(s, {type: "vae", tiling: "off"});
+    assert.deepEqual(s.preset.vae, {tiling: "off", tile: null});
+    s = core.reduce(s, {type: "vae", tile: 1001});
+    assert.deepEqual(s.preset.vae, {tiling: "off", tile: 1000});
+    s = core.reduce(s, {type: "vae", tiling: "sometimes", tile: 9000});
+    assert.deepEqual(s.preset.vae, {tiling: "off", tile: 4096});
+    s = core.reduce(s, {type: "vae", tile: 8});
+    assert.equal(s.preset.vae.tile, 64);
+    s = core.reduce(s, {type: "vae", tiling: "auto", tile: 0});
+    assert.equal(s.preset.vae, undefined, "the default is left out of the JSON");
 });

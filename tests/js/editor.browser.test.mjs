@@ -32,7 +32,9 @@ async function configWhen(check, tab = "txt2img", timeout = 3000) {
 
 async function geometry(tab = "txt2img") {
     return page.evaluate((t) => {
-        const ed = MoD.editor(t), r = ed.canvas.getBoundingClientRect();
+        const ed = MoD.editor(t);
+        ed.canvas.scrollIntoView({block: "nearest"}); // the mouse reaches only what is in the viewport
+        const r = ed.canvas.getBoundingClientRect();
         return {left: r.left, top: r.top, width: r.width, height: r.height, k: ed.k, view: ed.state.view, selected: ed.state.selected};
     }, tab);
 }
@@ -309,30 +311,104 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         await shot("editor-many.png");
     });
 
-    test("img2img: the source image under the editor, and 2x / 4K from its size", async () => {
+    test("img2img: 4K writes the upscale section; the canvas is its target over the source image", async () => {
         await page.waitForFunction(() => MoD.editor("img2img") && MoD.editor("img2img").k > 0);
         let g = await geometry("img2img");
         assert.deepEqual(g.view, {width: 768, height: 512});
+        assert.equal(await page.isHidden("#mod_img2img_editor .mod-upscale-note"), true, "no upscale section, no note");
         await drag(at(g, 400, 100), at(g, 700, 400));
         const drawn = (await configWhen((j) => j.regions.length === 1, "img2img")).regions[0];
         await page.click("#mod_img2img_up4k");
+        let c = await configWhen((j) => !!j.upscale, "img2img");
+        assert.deepEqual(c.upscale, {upscaler: "Lanczos", width: 3840, height: 2160, fit: "crop", guide_strength: 0});
+        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
+        assert.equal(c.regions.length, 1, "the region stays");
         await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 3840);
         g = await geometry("img2img");
-        assert.deepEqual(g.view, {width: 3840, height: 2160}, "960x540 resized by 4");
-        assert.equal(await page.inputValue("#img2img_scale input[type=number]"), "4");
-        assert.equal(await page.getAttribute("#img2img_tab_resize_by", "style"), "display: block;");
-        const c = await config("img2img");
-        assert.equal(c.tiles.overlap, 128);
-        assert.equal(c.regions.length, 1, "the region stays");
+        assert.deepEqual(g.view, {width: 3840, height: 2160}, "the canvas is the upscale target");
+        assert.equal(await page.inputValue("#img2img_scale input[type=number]"), "1", "the WebUI's Resize by is left alone");
+        assert.equal(await page.getAttribute("#img2img_tab_resize_by", "style"), "display: none;");
+        assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value='4K UHD 3840×2160']"), "the Target radio follows");
+        assert.equal(await page.inputValue("#mod_img2img_upscale_width input"), "3840");
+        assert.equal(await page.inputValue("#mod_img2img_upscale_height input"), "2160");
+        assert.equal(await page.textContent("#mod_img2img_editor .mod-upscale-note"),
+            "Upscale with Lanczos: source 960×540 → target 3840×2160 (crop)");
         const stats = await page.textContent("#mod_img2img_editor .mod-stats");
         assert.match(stats, /Canvas 3840×2160 · tiles 6×4 = 24 of 768×768 px/);
         const shown = await page.$$eval("#mod_img2img_editor [data-box]", (els) => els.map((e) => +e.value));
         const kx = 3840 / 768, ky = 2160 / 512;
         const want = await page.evaluate(([d, x, y]) => MoDCore.snapBox(d.x * x, d.y * y, d.width * x, d.height * y, 3840, 2160), [drawn, kx, ky]);
         assert.deepEqual(shown, boxOf(want), "the box fields follow the canvas size");
+        assert.equal(await page.$("#mod_img2img_editor [data-act=use-preset-canvas]"), null, "the upscale sets the canvas, not the sliders");
+        await shot("editor-img2img-4k.png", "#mod_img2img_editor");
         await page.click("#mod_img2img_up2x");
+        c = await configWhen((j) => j.upscale.scale === 2, "img2img");
+        assert.deepEqual(c.upscale, {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0}, "2x: a scale, no size");
         await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 1920);
-        await shot("editor-img2img.png", "#mod_img2img_editor");
+        assert.deepEqual((await geometry("img2img")).view, {width: 1920, height: 1080});
+        assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value='2x']"));
+    });
+
+    test("img2img: the upscale and VAE controls follow a JSON edit and write the JSON", async () => {
+        const edited = await config("img2img");
+        edited.upscale = {upscaler: "R-ESRGAN 4x+", scale: 1.5, fit: "pad", guide_strength: 0.3};
+        edited.vae = {tiling: "on", tile: 1024};
+        await page.fill("#mod_img2img_config textarea", JSON.stringify(edited, null, 2));
+        await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 1440);
+        assert.deepEqual((await geometry("img2img")).view, {width: 1440, height: 808}, "960x540 x 1.5, sides on the 8 px grid");
+        assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value=scale]"));
+        assert.equal(await page.inputValue("#mod_img2img_upscale_scale input"), "1.5");
+        assert.ok(await page.isChecked("#mod_img2img_upscale_fit input[value=pad]"));
+        assert.equal(await page.inputValue("#mod_img2img_upscale_guide input[type=number]"), "0.3");
+        assert.ok(await page.isChecked("#mod_img2img_vae_tiling input[value=on]"));
+        assert.equal(await page.inputValue("#mod_img2img_vae_tile input[type=number]"), "1024");
+        assert.equal(await page.inputValue("#mod_img2img_upscaler select"), "R-ESRGAN 4x+");
+        assert.match(await page.textContent("#mod_img2img_editor .mod-upscale-note"), /source 960×540 → target 1440×808 \(pad\)$/);
+        assert.deepEqual(await config("img2img"), edited, "following the JSON does not rewrite it");
+
+        await page.selectOption("#mod_img2img_upscaler select", "Nearest");
+        await configWhen((j) => j.upscale.upscaler === "Nearest", "img2img");
+        await page.check("#mod_img2img_upscale_target input[value=size]");
+        let c = await configWhen((j) => j.upscale.width === 3840, "img2img");
+        assert.deepEqual(c.upscale, {upscaler: "Nearest", width: 3840, height: 2160, fit: "pad", guide_strength: 0.3},
+            "size: the Width and Height fields, no scale");
+        await setSlider("mod_img2img_upscale_width", 2001);
+        c = await configWhen((j) => j.upscale.width === 2000, "img2img");
+        assert.equal(await page.inputValue("#mod_img2img_upscale_width input"), "2000", "snapped to 8 px");
+        assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value=size]"));
+        await page.check("#mod_img2img_upscale_fit input[value=stretch]");
+        await setSlider("mod_img2img_upscale_guide", 0.5);
+        await page.check("#mod_img2img_vae_tiling input[value=auto]");
+        await setSlider("mod_img2img_vae_tile", 0);
+        c = await configWhen((j) => j.upscale.fit === "stretch" && j.upscale.guide_strength === 0.5 && j.vae === undefined, "img2img");
+        await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 2000);
+        await page.check("#mod_img2img_upscale_target input[value=off]");
+        c = await configWhen((j) => j.upscale === undefined, "img2img");
+        await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 768);
+        assert.equal(await page.isHidden("#mod_img2img_editor .mod-upscale-note"), true);
+        await page.check("#mod_img2img_upscale_target input[value=scale]");
+        c = await configWhen((j) => !!j.upscale, "img2img");
+        assert.deepEqual(c.upscale, {upscaler: "Nearest", scale: 1.5, fit: "stretch", guide_strength: 0.5},
+            "off kept the section's options; scale comes from the Scale field");
+        await setSlider("mod_img2img_upscale_scale", 0.05);
+        c = await configWhen((j) => j.upscale.scale === 0.05, "img2img");
+        assert.match(await page.textContent("#mod_img2img_editor .mod-upscale-note"),
+            /upscale\.scale: 0\.05 takes this 960x540 image to 48x24; .* allows scales from 0\.12 to 17\.06/);
+        assert.deepEqual((await geometry("img2img")).view, {width: 768, height: 512}, "an unreachable target leaves the WebUI's size");
+        assert.equal(await page.isChecked("#mod_img2img_upscale_target input[value=scale]"), true);
+    });
+
+    test("txt2img: the Tiled VAE controls write the vae section, left out at its default", async () => {
+        await page.check("#mod_txt2img_vae_tiling input[value=off]");
+        let c = await configWhen((j) => j.vae && j.vae.tiling === "off");
+        assert.deepEqual(c.vae, {tiling: "off", tile: null});
+        await setSlider("mod_txt2img_vae_tile", 517);
+        c = await configWhen((j) => j.vae.tile === 520);
+        assert.equal(await page.inputValue("#mod_txt2img_vae_tile input[type=number]"), "520");
+        await page.check("#mod_txt2img_vae_tiling input[value=auto]");
+        await setSlider("mod_txt2img_vae_tile", 0);
+        c = await configWhen((j) => j.vae === undefined);
+        assert.equal(c.upscale, undefined, "txt2img has no upscale");
     });
 
     test("dark theme: colours come from the theme's variables", async () => {

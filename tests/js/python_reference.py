@@ -1,7 +1,8 @@
 """Expected values for the JavaScript port of the planner (tests/js/core.test.js).
 
 Prints (or with --write FILE, stores in FILE) what lib_mixture computes for a fixed, seeded set of cases: snapped boxes, tile axes, whole plans
-of presets on canvases, and weight profiles. Standard library only, like the plan preview.
+of presets on canvases, weight profiles and upscale targets. Standard library only, like the plan preview, except the upscale
+cases: lib_mixture.upscale needs numpy and Pillow, and without them "upscales" is null (the JavaScript test skips).
 
     python3 tests/js/python_reference.py [--write FILE]
     python3 tests/js/python_reference.py --round-trip < texts.json   # validate JSON texts
@@ -118,6 +119,38 @@ def cases() -> dict:
         for length in (1, 2, 3, 8, 64, 96, 135):
             for variance in (0.01, 0.02, 0.5):
                 out["profiles"].append({"args": [kind, length, variance], "expect": profile(kind, length, variance)})
+    out["upscales"] = upscale_cases()
+    return out
+
+
+def upscale_cases() -> list[dict] | None:
+    """upscale.target_size + fit_geometry on random and edge cases (halves of 8 px, extreme aspects, bad scales)."""
+    try:
+        from lib_mixture.preset import Upscale
+        from lib_mixture.upscale import fit_geometry, target_size
+    except ImportError:  # numpy or Pillow missing
+        return None
+    rng = random.Random(20240612)
+    sizes = [(960, 540), (100, 100), (1012, 1004), (1020, 1028), (1, 1), (1, 4000), (7, 9), (333, 777), (4000, 16),
+             (16384, 64), (8192, 8192), (64, 64), (1920, 1080), (1000, 700)]
+    sizes += [(rng.randrange(1, 5000), rng.randrange(1, 5000)) for _ in range(60)]
+    scales = [0.05, 0.1, 0.5, 1, 1.5, 2, 2.5, 3.3, 4, 7.77, 16, 0.01, 1e-05, 0.125, 1.0625]
+    targets = [(3840, 2160), (2560, 1440), (64, 16384), (1024, 1024), (1080, 1920), (16384, 16384), (640, 480)]
+    out = []
+    for src_w, src_h in sizes:
+        for fit in ("crop", "pad", "stretch"):
+            picks = [Upscale(scale=rng.choice(scales), fit=fit) for _ in range(3)]
+            picks.append(Upscale(scale=round(rng.uniform(0.05, 16), rng.choice([2, 3, 6])), fit=fit))
+            picks += [Upscale(scale=None, width=w, height=h, fit=fit) for w, h in rng.sample(targets, 2)]
+            for u in picks:
+                case = {"upscale": {k: v for k, v in vars(u).items() if v is not None}, "src": [src_w, src_h]}
+                try:
+                    w, h = target_size(u, src_w, src_h)
+                except PresetError as e:
+                    out.append(dict(case, problems=e.problems))
+                    continue
+                g = fit_geometry(src_w, src_h, w, h, fit)
+                out.append(dict(case, expect={"width": w, "height": h, "geometry": vars(g)}))
     return out
 
 

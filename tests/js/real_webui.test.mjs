@@ -128,8 +128,8 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
 
     test("every control says what it does and its range", async () => {
         const missing = await page.evaluate(() => {
-            const ids = ["mode", "passes", "weighting", "variance", "tile_w", "tile_h", "overlap", "batch", "up2x", "upqhd", "up4k",
-                "preset", "refresh", "load", "delete", "save_name", "save", "import", "export"];
+            const ids = ["mode", "passes", "weighting", "variance", "tile_w", "tile_h", "overlap", "batch", "vae_tiling", "vae_tile",
+                "up2x", "upqhd", "up4k", "preset", "refresh", "load", "delete", "save_name", "save", "import", "export"];
             return ids.filter((id) => {
                 const el = gradioApp().querySelector("#mod_txt2img_" + id);
                 return !el || !(el.title || "").trim();
@@ -306,7 +306,13 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
         const box = await page.locator("#mod_img2img_editor canvas").boundingBox();
         assert.ok(Math.abs(box.width / box.height - 2) < 0.02, `${box.width}x${box.height}`);
         assert.equal(await page.locator("#mod_img2img_passes").isVisible(), false, "no hires passes in img2img");
-        // an image to upscale: 2x switches to "Resize by" 2 and the canvas follows the image
+        const untitled = await page.evaluate(() => ["upscaler", "upscale_target", "upscale_scale", "upscale_width", "upscale_height",
+            "upscale_fit", "upscale_guide", "vae_tiling", "vae_tile"].filter((id) => {
+            const el = gradioApp().querySelector("#mod_img2img_" + id);
+            return !el || !(el.title || "").trim();
+        }));
+        assert.deepEqual(untitled, [], "the Upscale and Tiled VAE controls say what they do");
+        // an image to upscale: 2x writes the upscale section and the canvas is its target
         const source = path.join(ROOT, "docs", "plan-composition.png");
         const [chooser] = await Promise.all([page.waitForEvent("filechooser"), page.click("#img2img_image")]);
         await chooser.setFiles(source);
@@ -319,12 +325,32 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
             return [img.naturalWidth, img.naturalHeight];
         });
         await page.click("#mod_img2img_up2x");
+        const want = await page.evaluate(([w, h]) => MoDCore.upscaleTarget({scale: 2}, w, h), natural);
         await page.waitForFunction(([w, h]) => {
             const v = MoD.editor("img2img").state.view;
-            return v.width === Math.floor(w * 2 / 8) * 8 && v.height === Math.floor(h * 2 / 8) * 8;
-        }, natural);
-        assert.equal(await page.inputValue("#img2img_scale input[type=number]"), "2");
-        assert.ok(await page.isVisible("#img2img_tab_resize_by"), "the Resize by tab is selected");
+            return v.width === w && v.height === h;
+        }, [want.width, want.height]);
+        const img2imgConfig = async () => JSON.parse(await page.inputValue("#mod_img2img_config textarea"));
+        assert.deepEqual((await img2imgConfig()).upscale, {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0});
+        assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value='2x']"));
+        assert.equal(await page.inputValue("#img2img_scale input[type=number]"), "1", "the WebUI's Resize by is left alone");
+        assert.match(await page.textContent("#mod_img2img_editor .mod-upscale-note"),
+            new RegExp(`source ${natural[0]}×${natural[1]} → target ${want.width}×${want.height} \\(crop\\)`));
+        // the Upscaler dropdown: Python sets it from the JSON; choosing one writes the JSON
+        await page.evaluate(() => {
+            const ta = gradioApp().querySelector("#mod_img2img_config textarea"), c = JSON.parse(ta.value);
+            c.upscale.upscaler = "Nearest";
+            ta.value = JSON.stringify(c, null, 2);
+            updateInput(ta);
+        });
+        await page.waitForFunction(() => gradioApp().querySelector("#mod_img2img_upscaler input").value === "Nearest");
+        await page.fill("#mod_img2img_upscaler input", "Lanczos");
+        await page.keyboard.press("Enter");
+        const end = Date.now() + 10000;
+        while ((await img2imgConfig()).upscale.upscaler !== "Lanczos") {
+            assert.ok(Date.now() < end, "the JSON follows the Upscaler dropdown");
+            await page.waitForTimeout(100);
+        }
         await page.locator("#mod_img2img_editor .mod-editor").screenshot({path: path.join(outDir(), "webui-img2img.png")});
     });
 

@@ -451,3 +451,51 @@ def test_off_after_on_leaves_nothing_behind(ui, baseline, log):
     ours = ui.txt2img(BASE_JOB)
     theirs = baseline.txt2img(BASE_JOB)
     assert (pixels(ours["images"][0]) == pixels(theirs["images"][0])).all()
+
+
+# ---- upscale workflow ----------------------------------------------------------------------
+
+UHD = {"width": 768, "height": 768, "overlap": 128, "batch_size": 4}
+
+
+def source_image(w=512, h=288):
+    from PIL import Image
+
+    import numpy as np
+
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 255 // w, y * 255 // h, ((x // 32 + y // 32) % 2) * 200], axis=-1).astype("uint8")
+    return Image.fromarray(rgb, "RGB")
+
+
+def test_upscale_512x288_to_4k_uhd_with_tiled_mixture_and_tiled_vae(ui, log):
+    from lib_mixture.preset import parse_preset
+
+    # vae "auto": on this CPU the plain VAE fits, and the tiled one is tested in-process
+    config = preset(tiles=UHD, upscale={"upscaler": "Lanczos", "width": 3840, "height": 2160, "fit": "crop"})
+    job = dict(BASE_JOB, width=512, height=288, steps=4, denoising_strength=0.3)
+    res = ui.img2img([source_image()], job, **mod(True, config))
+    image = launcher.decode_image(res["images"][0])
+    assert image.size == (3840, 2160)
+    params = parse_infotext_params(infotext(res))
+    assert params["Size"] == "3840x2160"
+    restored = restored_preset(params)
+    expected = parse_preset(config)
+    assert (restored.upscale, restored.vae, restored.tiles) == (expected.upscale, expected.vae, expected.tiles)
+    text = log.new()
+    assert "upscaled 512x288 to 3840x2160 with Lanczos (crop)" in text
+
+
+@pytest.mark.parametrize("upscale, field, words", [
+    ({"upscaler": "R-ESRGAN 9x"}, "upscale.upscaler", "no upscaler named 'R-ESRGAN 9x'"),
+    ({"scale": 16}, "upscale.scale", "takes this 1100x64 image to 17600x1024"),
+    ({"scale": 0}, "upscale.scale", "0 is out of range"),
+    ({"scale": -1}, "upscale.scale", "-1 is out of range"),
+    ({"width": 3841, "height": 2160}, "upscale.width", "not a multiple of 8"),
+])
+def test_bad_upscale_input_fails_the_request_naming_the_field(ui, log, upscale, field, words):
+    bad = preset(tiles=TILES, upscale=upscale)
+    err = expect_http_error(ui.img2img, [source_image(1100, 64)], BASE_JOB, **mod(True, bad))
+    assert field in err.body and words in err.body, err.body
+    expect_one_logged_failure(log.new(), field)
+    log.mark()
