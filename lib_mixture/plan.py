@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .geometry import LATENT_FACTOR, Box, snap_box, to_latent
-from .planner import TilePlan, model_calls_per_step, plan_tiles
-from .preset import Preset, PresetError, Region, Weighting
+from .limits import DEFAULT_LIMITS, Limits
+from .planner import TilePlan, model_calls_per_step, plan_tiles, tile_count
+from .preset import Canvas, Preset, PresetError, Region, Weighting
 from .weights import DEFAULT_VARIANCE, GAUSSIAN
 
 MAIN = "main"  # the cond handle of background tiles: the generation's own prompt
@@ -114,10 +115,17 @@ class MixturePlan:
 
 
 def build_plan(preset: Preset, width: int | None = None, height: int | None = None,
-               batch_size: int | None = None, factor: int = LATENT_FACTOR) -> MixturePlan:
+               batch_size: int | None = None, factor: int = LATENT_FACTOR,
+               limits: Limits = DEFAULT_LIMITS) -> MixturePlan:
     """Resolve ``preset`` on a ``width x height`` pixel canvas (default: the preset's canvas).
 
-    Raises `PresetError` naming the field when the preset cannot be placed on this canvas.
+    Any size of at least one latent cell is accepted: the model's latent is ``floor(px / 8)``
+    cells (what the WebUI samples for a 665x998 image), so the plan covers
+    ``8 * floor(px / 8)`` pixels and px region boxes are scaled from the canvas they were
+    drawn on (the preset's ``canvas``, else ``width x height``) onto it.
+
+    Raises `PresetError` naming the field when the preset cannot be placed on this canvas or
+    the plan would pass ``limits.max_crops`` (checked before any tile is placed).
     """
     problems: list[str] = []
     if width is None or height is None:
@@ -127,22 +135,35 @@ def build_plan(preset: Preset, width: int | None = None, height: int | None = No
         width = preset.canvas.width if width is None else width
         height = preset.canvas.height if height is None else height
     for name, value in (("width", width), ("height", height)):
-        if not isinstance(value, int) or value < factor or value % factor:
-            problems.append(f"canvas.{name}: {value} must be a positive multiple of {factor} px")
+        if isinstance(value, bool) or not isinstance(value, int) or value < factor:
+            problems.append(f"canvas.{name}: {value} must be a whole number of px, at least {factor} (one latent cell)")
     if problems:
         raise PresetError(problems)
+    drawn_on = preset.canvas or Canvas(width, height)
+    width, height = width // factor * factor, height // factor * factor
 
     tiles = None
     if preset.tiles is not None:
         t = preset.tiles
         tw, th = min(_round_to(t.width, factor), width), min(_round_to(t.height, factor), height)
+        overlap = (t.overlap.x, t.overlap.y)
+        count = tile_count(width, height, tw, th, overlap, factor) + len(preset.regions)
+        if count > limits.max_crops:
+            raise PresetError([f"tiles: {tw}x{th} px tiles with at least {t.overlap.x}x{t.overlap.y} px overlap "
+                               f"need {count - len(preset.regions)} tiles on this {width}x{height} canvas"
+                               + (f" (plus {len(preset.regions)} regions)" if preset.regions else "")
+                               + f"; allowed at most {limits.max_crops} crops per step (a limit of this server): "
+                               "use larger tiles or a smaller overlap"])
         try:
-            tiles = plan_tiles(width, height, tw, th, (t.overlap.x, t.overlap.y), factor)
+            tiles = plan_tiles(width, height, tw, th, overlap, factor)
         except ValueError as e:
             raise PresetError([f"tiles: {e}"]) from None
+    elif len(preset.regions) > limits.max_crops:
+        raise PresetError([f"regions: {len(preset.regions)} regions; allowed at most {limits.max_crops} "
+                           "crops per step (a limit of this server)"])
 
     regions = []
-    sx, sy = _region_scale(preset, width, height)
+    sx, sy = _region_scale(preset, drawn_on, width, height)
     for i, r in enumerate(preset.regions):
         x, y, w, h = (r.x * sx, r.y * sy, r.width * sx, r.height * sy)
         if x >= width or y >= height:
@@ -161,12 +182,10 @@ def build_plan(preset: Preset, width: int | None = None, height: int | None = No
     return MixturePlan(width, height, tiles, tuple(regions), preset.weights, size, factor)
 
 
-def _region_scale(preset: Preset, width: int, height: int) -> tuple[float, float]:
+def _region_scale(preset: Preset, drawn_on: Canvas, width: int, height: int) -> tuple[float, float]:
     if preset.units == "fraction":
         return float(width), float(height)
-    if preset.canvas is not None:
-        return width / preset.canvas.width, height / preset.canvas.height
-    return 1.0, 1.0
+    return width / drawn_on.width, height / drawn_on.height
 
 
 def _round_to(value: int, grid: int) -> int:

@@ -63,6 +63,24 @@ class TilePlan:
         return sum(t.area for t in self.tiles) / (self.canvas_width * self.canvas_height)
 
 
+def axis_count(length: int, tile: int, min_overlap: int) -> int:
+    """How many tiles `plan_axis` places (latent cells in, O(1)): the fewest with the overlap."""
+    if tile >= length:
+        return 1
+    return 1 + math.ceil((length - tile) / (tile - min_overlap))
+
+
+def tile_count(canvas_width: int, canvas_height: int, tile_width: int, tile_height: int,
+               overlap: int | tuple[int, int], factor: int = LATENT_FACTOR) -> int:
+    """How many tiles `plan_tiles` would place, computed without placing them (pixels in), so
+    a request for millions of tiles is refused before any list is built."""
+    ox, oy = (overlap, overlap) if isinstance(overlap, int) else overlap
+    tw, th = max(1, tile_width // factor), max(1, tile_height // factor)
+    cols = axis_count(canvas_width // factor, tw, min(-(-ox // factor), tw - 1))
+    rows = axis_count(canvas_height // factor, th, min(-(-oy // factor), th - 1))
+    return cols * rows
+
+
 def plan_axis(length: int, tile: int, min_overlap: int) -> AxisPlan:
     """Plan one axis; all arguments in latent cells.
 
@@ -74,7 +92,7 @@ def plan_axis(length: int, tile: int, min_overlap: int) -> AxisPlan:
         return AxisPlan(length, (0,))
     if not 0 <= min_overlap < tile:
         raise ValueError(f"overlap {min_overlap} must be in [0, {tile - 1}] latent cells (below the tile size)")
-    count = 1 + math.ceil((length - tile) / (tile - min_overlap))
+    count = axis_count(length, tile, min_overlap)
     span = length - tile
     # Integer starts, first flush left and last flush right. Steps differ by at most one
     # cell and never exceed tile - min_overlap, because that bound is an integer >= span/(count-1).

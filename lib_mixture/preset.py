@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .limits import DEFAULT_LIMITS, Limits, json_shape_problem
 from .weights import DEFAULT_VARIANCE, KINDS
 
 VERSION = 1
@@ -67,9 +68,22 @@ class Weighting:
     variance: float = DEFAULT_VARIANCE
 
 
+HASH_PREFIX = "sha256:"  # a guide image named by its content's hash (what the infotext holds)
+
+
+def _is_hash_ref(text: str) -> bool:
+    digits = text[len(HASH_PREFIX):]
+    return text.startswith(HASH_PREFIX) and 12 <= len(digits) <= 64 and all(ch in "0123456789abcdef" for ch in digits)
+
+
 @dataclass(frozen=True)
 class Guide:
-    """A guide image (a file path or a ``data:image/...;base64,`` URL) and its strength in [0, 1]."""
+    """A guide image and its strength in [0, 1].
+
+    ``image`` is a ``data:image/...;base64,`` URL, a ``sha256:<hex>`` reference to an image
+    by its content (the infotext never carries the image or a path), or a file path. Where a
+    reference or a path may be read is the caller's policy (`lib_mixture.guide_source`).
+    """
 
     image: str
     strength: float = 0.5
@@ -193,9 +207,10 @@ class _Checker:
             return False
         for key in obj:
             if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                name = str(key) if len(str(key)) <= 40 else str(key)[:37] + "..."  # a hostile key stays short
+                hint = difflib.get_close_matches(name, allowed, n=1)
                 did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
-                self.fail(f"{path}.{key}" if path else key,
+                self.fail(f"{path}.{name}" if path else name,
                           f"unknown key{did_you_mean}; allowed keys: {', '.join(allowed)}")
         for key in required:
             if key not in obj:
@@ -271,8 +286,15 @@ _TILE_KEYS = ("width", "height", "overlap", "batch_size")
 _REGION_KEYS = tuple(f.name for f in fields(Region))
 
 
-def parse_preset(obj: Any, source: str = "preset") -> Preset:
-    """Validate a decoded JSON object and build a `Preset`; raise `PresetError` listing every problem."""
+def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMITS) -> Preset:
+    """Validate a decoded JSON object and build a `Preset`; raise `PresetError` listing every problem.
+
+    ``limits`` bounds the object's nesting and size, the number of regions and the length of
+    texts (`lib_mixture.limits`); they are checked before anything else is read.
+    """
+    shape = json_shape_problem(obj, limits)
+    if shape is not None:
+        raise PresetError([f"the preset {shape}"], source)
     c = _Checker()
     if not c.keys(obj, "", _TOP_KEYS, required=("version",)):
         raise PresetError(c.problems, source)
@@ -313,8 +335,12 @@ def parse_preset(obj: Any, source: str = "preset") -> Preset:
     if not isinstance(raw_regions, list):
         c.fail("regions", f"expected a list of regions, got {_show(raw_regions)}")
         raw_regions = []
+    if len(raw_regions) > limits.max_regions:
+        c.fail("regions", f"{len(raw_regions)} regions; allowed at most {limits.max_regions} "
+                          "(a limit of this server)")
+        raw_regions = []
     for i, raw in enumerate(raw_regions):
-        region = _region(c, raw, f"regions[{i}]", units, canvas)
+        region = _region(c, raw, f"regions[{i}]", units, canvas, limits)
         if region is not None:
             regions.append(region)
 
@@ -388,7 +414,8 @@ def _overlap(c: _Checker, t: dict, tw: int, th: int, default: Overlap) -> Overla
     return default if value is None else Overlap(value, value)
 
 
-def _region(c: _Checker, raw: Any, path: str, units: str, canvas: Canvas | None) -> Region | None:
+def _region(c: _Checker, raw: Any, path: str, units: str, canvas: Canvas | None,
+            limits: Limits = DEFAULT_LIMITS) -> Region | None:
     if not c.keys(raw, path, _REGION_KEYS, required=("x", "y", "width", "height")):
         return None
     before = len(c.problems)
@@ -409,8 +436,8 @@ def _region(c: _Checker, raw: Any, path: str, units: str, canvas: Canvas | None)
         c.fail(f"{path}.width", f"x + width = {x + w} reaches past the canvas width {limit_w}")
     if None not in (y, h) and limit_h is not None and y + h > limit_h * (1 + 1e-9):
         c.fail(f"{path}.height", f"y + height = {y + h} reaches past the canvas height {limit_h}")
-    prompt = c.text(raw, "prompt", path)
-    negative = c.text(raw, "negative_prompt", path)
+    prompt = c.text(raw, "prompt", path, max_len=limits.max_text)
+    negative = c.text(raw, "negative_prompt", path, max_len=limits.max_text)
     mode = c.choice(raw, "prompt_mode", path, PROMPT_MODES, "replace")
     cfg = c.number(raw, "cfg_scale", path, 0.0, 100.0, None, nullable=True)
     weight = c.number(raw, "weight", path, 0.0, 1000.0, 1.0, lo_open=True)
@@ -418,9 +445,13 @@ def _region(c: _Checker, raw: Any, path: str, units: str, canvas: Canvas | None)
     guide = None
     if raw.get("guide") is not None and c.keys(raw["guide"], f"{path}.guide", ("image", "strength"),
                                                required=("image",)):
-        image = c.text(raw["guide"], "image", f"{path}.guide", max_len=64 * 2**20)
+        image = c.text(raw["guide"], "image", f"{path}.guide", max_len=limits.max_image_chars)
         if "image" in raw["guide"] and isinstance(raw["guide"]["image"], str) and not image.strip():
-            c.fail(f"{path}.guide.image", "is empty; give a file path or a data:image/...;base64 URL")
+            c.fail(f"{path}.guide.image", "is empty; give the image as a data:image/...;base64 URL "
+                                          "(or, where the server allows it, a file path)")
+        elif image.startswith(HASH_PREFIX) and not _is_hash_ref(image):
+            c.fail(f"{path}.guide.image", f"{_show(image)} is not a guide image reference; expected "
+                                          f"'{HASH_PREFIX}' and 12 to 64 hexadecimal digits")
         strength = c.number(raw["guide"], "strength", f"{path}.guide", 0.0, 1.0, 0.5)
         guide = Guide(image, strength)
     if len(c.problems) > before:
@@ -431,12 +462,19 @@ def _region(c: _Checker, raw: Any, path: str, units: str, canvas: Canvas | None)
 # --------------------------------------------------------------------------- files
 
 
-def loads_preset(text: str, source: str = "preset") -> Preset:
+def loads_preset(text: str, source: str = "preset", limits: Limits = DEFAULT_LIMITS) -> Preset:
+    """Parse and validate preset JSON text (`parse_preset`); its length is checked first."""
+    if len(text) > limits.max_json_chars:
+        raise PresetError([f"the preset's JSON text is {len(text)} characters long; allowed at most "
+                           f"{limits.max_json_chars}"], source)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise PresetError([f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"], source) from None
-    return parse_preset(obj, source)
+    except RecursionError:
+        raise PresetError([f"the preset is nested more than {limits.max_depth} levels deep; allowed at most "
+                           f"{limits.max_depth}"], source) from None
+    return parse_preset(obj, source, limits)
 
 
 def load_preset(path: str | os.PathLike) -> Preset:

@@ -757,7 +757,7 @@ class _Segment:
     sizes: List[Size]  # sizes[i] = size at the input of ops[i]; sizes[-1] = output size
     chans: List[int]  # same for channels
     ref: Size  # coarsest size inside the segment: the tile grid lives there
-    ratios: List[Tuple[int, int]]  # sizes[i] = ref * ratios[i]
+    ratios: List[Tuple[int, int]]  # sizes[i] // ref, at least 1 (memory estimates)
     norms: List[int]  # op indices of the GroupNorms, in execution order
     is_global: bool = False
 
@@ -806,14 +806,9 @@ def _split(ops: List[_Op], sizes: List[Size], chans: List[int], what: str) -> Li
             segs.append(_Segment(sub, ss, cs, ss[0], [(1, 1)] * 2, [], True))
             continue
         ref = min(ss, key=lambda s: s[0] * s[1])
-        ratios = []
-        for s in ss:
-            if s[0] % ref[0] or s[1] % ref[1]:
-                raise ValueError(
-                    f"{what} size gives feature maps {ss[0]} -> {ref} that do not divide evenly; "
-                    "use an image whose height and width are multiples of 8 (the VAE's downscale factor)"
-                )
-            ratios.append((s[0] // ref[0], s[1] // ref[1]))
+        # Sizes off the VAE's grid (an image of 499 px encodes to 62 latent px) do not
+        # divide evenly; the floor ratio only sizes memory estimates, cores use `_core_at`.
+        ratios = [(max(1, s[0] // ref[0]), max(1, s[1] // ref[1])) for s in ss]
         norms = [i for i, op in enumerate(sub) if isinstance(op, _Norm)]
         segs.append(_Segment(sub, ss, cs, ref, ratios, norms))
     return segs
@@ -863,8 +858,15 @@ def _open_slots(seg: _Segment, pos: int) -> List[Tuple[int, int]]:
     return list(open_.items())
 
 
-def _core_at(core: Region, ratio: Tuple[int, int]) -> Region:
-    return (core[0] * ratio[0], core[1] * ratio[0], core[2] * ratio[1], core[3] * ratio[1])
+def _core_at(core: Region, ref: Size, size: Size) -> Region:
+    """The core ``core`` of the grid at ``ref`` mapped to a feature map of ``size``.
+
+    Each cut ``c`` on an axis of length ``n_ref`` goes to ``c * n // n_ref``: exact multiples
+    when ``n`` is one (every SD decoder, encoders of images on the 8 px grid), and still a
+    partition of the ``n`` pixels when it is not (an encoder's ``n // 2`` per downsampler on a
+    499 px image), which is all the exact GroupNorm statistics and the output need."""
+    return (core[0] * size[0] // ref[0], core[1] * size[0] // ref[0],
+            core[2] * size[1] // ref[1], core[3] * size[1] // ref[1])
 
 
 def _grid(ref: Size, tile: int) -> List[Region]:
@@ -885,7 +887,7 @@ def _tile_bytes(seg: _Segment, tile: int, elt: int, batch: int) -> int:
     vseg = _Segment(seg.ops, [(ref[0] * r[0], ref[1] * r[1]) for r in seg.ratios], seg.chans, ref,
                     seg.ratios, seg.norms)
     n = len(seg.ops)
-    pl = _plan(vseg, n, _core_at((margin, margin + tile, margin, margin + tile), seg.ratios[-1]))
+    pl = _plan(vseg, n, _core_at((margin, margin + tile, margin, margin + tile), ref, vseg.sizes[-1]))
     peak = 0
     open_bytes: Dict[int, int] = {}
     for i, op in enumerate(seg.ops):
@@ -996,7 +998,7 @@ def _run_tile(seg: _Segment, src: torch.Tensor, core: Region, end: int,
         target = stash_plan.ins[end]
         slot_targets = {s: stash_plan.keep[s] for s, _ in _open_slots(seg, end) if s in stash_plan.keep}
     else:
-        target, slot_targets = _core_at(core, seg.ratios[end]), None
+        target, slot_targets = _core_at(core, seg.ref, seg.sizes[end]), None
     pl = _plan(seg, end, target, slot_targets)
     if state is None:
         r0 = pl.ins[0] if end else target
@@ -1037,7 +1039,7 @@ def _run_segment(seg: _Segment, src: torch.Tensor, tile: int, run: _Run) -> torc
         done_before = run.done
         stash: Optional[List[Optional[_State]]] = None
         stash_pos = 0
-        final_plans = [_plan(seg, n, _core_at(c, seg.ratios[-1])) for c in grid] if stash_budget and not single else []
+        final_plans = [_plan(seg, n, _core_at(c, seg.ref, seg.sizes[-1])) for c in grid] if stash_budget and not single else []
         try:
             if single:
                 run.check()
@@ -1062,7 +1064,7 @@ def _run_segment(seg: _Segment, src: torch.Tensor, tile: int, run: _Run) -> torc
                         stash[i] = None  # consumed: the new stash replaces it tile by tile
                     p, saved = _run_tile(seg, src, core, end, stats, run, stash_pos, state,
                                          final_plans[i] if write else None)
-                    c = _core_at(core, seg.ratios[end])
+                    c = _core_at(core, seg.ref, seg.sizes[end])
                     if final:
                         dst[:, :, c[0] : c[1], c[2] : c[3]] = _crop(p, c).t.to(run.buf_device)
                     else:
@@ -1328,12 +1330,13 @@ def tiled_encode(vae, image: torch.Tensor, tile_size: Optional[int] = None,
 
     Args:
         vae: as for :func:`tiled_decode` (a bare encoder skips ``quant_conv``).
-        image: ``(B, C_img, H, W)``, values in [-1, 1] for SD; ``H`` and ``W`` must be
-            multiples of the VAE's downscale factor (8 for SD).
+        image: ``(B, C_img, H, W)``, values in [-1, 1] for SD, any size the plain encoder
+            takes (off the 8 px grid too: the latent then has the plain encoder's size,
+            ``H // 8`` for SD's encoder, and its values).
         tile_size: core tile edge in **latent** pixels (``tile_size * 8`` image pixels).
         on_progress, should_stop, config: as for :func:`tiled_decode`.
-        output: ``"moments"`` (``(B, 2 * C_latent, H/8, W/8)``: mean and log-variance, what
-            ``quant_conv`` returns), ``"mean"`` or ``"sample"`` (``(B, C_latent, H/8, W/8)``).
+        output: ``"moments"`` (``(B, 2 * C_latent, h, w)``: mean and log-variance, what
+            ``quant_conv`` returns), ``"mean"`` or ``"sample"`` (``(B, C_latent, h, w)``).
         generator: for ``output="sample"``.
 
     Returns:
@@ -1349,12 +1352,6 @@ def tiled_encode(vae, image: torch.Tensor, tile_size: Optional[int] = None,
     c_in = next(op for op in ops if isinstance(op, _Conv)).weight.shape[1]
     if image.shape[1] != c_in:
         raise ValueError(f"image has {image.shape[1]} channels but this VAE encodes {c_in}-channel images")
-    factor = 2 ** sum(1 for op in ops if isinstance(op, _Pool) or (isinstance(op, _Conv) and op.stride != (1, 1)))
-    if image.shape[2] % factor or image.shape[3] % factor or image.shape[2] < factor or image.shape[3] < factor:
-        raise ValueError(
-            f"image size {image.shape[2]}x{image.shape[3]} is not a positive multiple of {factor}; "
-            f"crop or pad the image to a multiple of {factor}"
-        )
     moments = _execute(ops, image, module, cfg, "image", on_progress, should_stop)
     return moments if output == "moments" else moments_to_latent(moments, output, generator)
 

@@ -96,7 +96,8 @@ def test_each_bad_field_is_named_with_value_and_range():
         "regions[2].cfg_scale: 500 is out of range; allowed [0.0, 100.0]",
         "regions[2].weight: 0 is out of range; allowed (0.0, 1000.0]",
         "regions[2].seed: -2 is out of range; allowed [-1, 4294967295]",
-        "regions[2].guide.image: is empty; give a file path or a data:image/...;base64 URL",
+        "regions[2].guide.image: is empty; give the image as a data:image/...;base64 URL "
+        "(or, where the server allows it, a file path)",
         "regions[2].guide.strength: 2 is out of range; allowed [0.0, 1.0]",
     ]
     assert found == expected
@@ -183,8 +184,24 @@ def test_plan_scales_px_regions_from_the_preset_canvas_and_rejects_regions_outsi
         build_plan(no_canvas, 512, 512)
     with pytest.raises(PresetError, match="canvas size is unknown"):
         build_plan(no_canvas)
-    with pytest.raises(PresetError, match=r"canvas.width: 500 must be a positive multiple of 8"):
-        build_plan(no_canvas, 500, 512)
+    with pytest.raises(PresetError, match=r"canvas.width: 4 must be a whole number of px, at least 8"):
+        build_plan(no_canvas, 4, 512)
+
+
+def test_plan_off_the_8px_grid_covers_the_latent_the_model_samples():
+    """A 665x998 canvas (512x768 at hires 1.3) is an 83x124 latent: the plan covers 664x992 px,
+    and boxes drawn on the requested size are scaled onto it, so a full-height box stays full."""
+    preset = parse_preset(minimal(tiles={"width": 256, "height": 256, "overlap": 32},
+                                  regions=[{"x": 0, "y": 0, "width": 332, "height": 998, "seed": 5}]))
+    plan = build_plan(preset, 665, 998)
+    assert (plan.canvas_width, plan.canvas_height) == (664, 992) and plan.latent_size == (124, 83)
+    assert all(t.right <= 664 and t.bottom <= 992 for t in plan.tiles.tiles)
+    assert plan.regions[0].box.as_list() == [0, 0, 328, 992]  # 332 * 664 / 665 = 331.5, snapped
+    seeded = parse_preset(minimal(canvas={"width": 256, "height": 196},
+                                  regions=[{"x": 0, "y": 0, "width": 128, "height": 196, "seed": 4321},
+                                           {"x": 128, "y": 0, "width": 128, "height": 196}]))
+    plan = build_plan(seeded, 256, 196)
+    assert [r.box.as_list() for r in plan.regions] == [[0, 0, 128, 192], [128, 0, 128, 192]]
 
 
 def test_fraction_regions_follow_the_canvas():

@@ -136,6 +136,31 @@ def test_encode_matches_full_encode(vae):
     assert (s1 - ref.mean).abs().max().item() < 10 * ref.std.max().item()
 
 
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(8, 120), w=st.integers(8, 120), tile=st.integers(2, 6), stash=st.booleans(),
+       batch=st.integers(1, 2))
+def test_encode_any_size_matches_full_encode(vae, h, w, tile, stash, batch):
+    """Images off the 8 px grid (a hires fix at 1.3x gives 665x998) encode to exactly the plain
+    encoder's latent: its size (the encoder's own floor) and its values."""
+    g = torch.Generator().manual_seed(h * 1000 + w)
+    img = torch.rand(batch, 3, h, w, generator=g) * 2 - 1
+    with torch.no_grad():
+        ref = vae.encode(img).latent_dist.parameters
+    out = tv.tiled_encode(vae, img, tile_size=tile, config=_cfg(stash_mib=10_000 if stash else 0, min_tile_size=2))
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() < 1e-4
+
+
+@settings(max_examples=8, deadline=None)
+@given(h=st.integers(1, 17), w=st.integers(1, 17), tile=st.integers(2, 6))
+def test_decode_any_latent_size_matches_full_decode(vae, h, w, tile):
+    z = _latent(h, w, seed=h * 100 + w)
+    ref = _full_decode(vae, z)
+    out = tv.tiled_decode(vae, z, tile_size=tile, config=_cfg(min_tile_size=2))
+    assert out.shape == ref.shape == (1, 3, 8 * h, 8 * w)
+    assert (out - ref).abs().max().item() < 1e-4
+
+
 # ----------------------------------------------------------------------------------------
 # seams
 # ----------------------------------------------------------------------------------------
@@ -340,8 +365,8 @@ def test_bad_inputs(vae, z16):
         tv.tiled_decode(vae, z16, tile_size=4, config=tv.TiledVAEConfig(min_tile_size=8))
     with pytest.raises(ValueError, match="raise tile_size or max_tiles"):
         tv.tiled_decode(vae, z16, tile_size=8, config=tv.TiledVAEConfig(max_tiles=2))
-    with pytest.raises(ValueError, match="multiple of 8"):
-        tv.tiled_encode(vae, torch.zeros(1, 3, 100, 64))
+    with pytest.raises(ValueError, match="too small"):
+        tv.tiled_encode(vae, torch.zeros(1, 3, 4, 64))
     with pytest.raises(ValueError, match="channels"):
         tv.tiled_encode(vae, torch.zeros(1, 4, 64, 64))
     with pytest.raises(ValueError, match="output"):
@@ -404,10 +429,15 @@ def test_ldm_first_stage_model_layout():
         ref = m.decoder(m.post_quant_conv(z))
         img = torch.rand(1, 3, 64, 56) * 2 - 1
         ref_m = m.quant_conv(m.encoder(img))
+        odd = torch.rand(1, 3, 61, 75) * 2 - 1  # ldm's downsampler pads (0, 1) then strides
+        ref_odd = m.quant_conv(m.encoder(odd))
     out = tv.tiled_decode(Host, z, tile_size=4, config=_cfg(stash_mib=10_000, min_tile_size=4))
     assert (out - ref).abs().max().item() < 1e-4
     mom = tv.tiled_encode(Host, img, tile_size=4, config=_cfg(stash_mib=10_000, min_tile_size=4))
     assert (mom - ref_m).abs().max().item() < 1e-4
+    mom = tv.tiled_encode(Host, odd, tile_size=2, config=_cfg(min_tile_size=2))
+    assert mom.shape == ref_odd.shape == (1, 8, 7, 9)
+    assert (mom - ref_odd).abs().max().item() < 1e-4
 
 
 # ----------------------------------------------------------------------------------------
@@ -479,6 +509,11 @@ def test_taesd_sequential_tiles_exactly():
         ref = enc(image)
         out = tv.tiled_encode(enc, image, tile_size=8)
     assert out.shape == ref.shape == (1, 4, 24, 40) and _psnr(out, ref) > 100
+    odd = image[:, :, :187, :301]  # off the grid: TAESD's padded strided convs round up
+    with torch.no_grad():
+        ref = enc(odd)
+        out = tv.tiled_encode(enc, odd, tile_size=8)
+    assert out.shape == ref.shape == (1, 4, 24, 38) and _psnr(out, ref) > 100
     stages = tv.plan_tiled_vae(dec, z.shape, "decode", tile_size=8)
     assert sum(s["tiles"] for s in stages) > 1 and all(s["passes"] == 1 for s in stages)
 
