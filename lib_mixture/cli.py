@@ -6,19 +6,27 @@
 
 PRESET is a JSON file or the name of a bundled preset. Without one, the paper's three-region
 composition is planned; with tile options but no preset, a plain tile grid over the canvas.
-Bad input prints one line per problem and exits with status 2, never a traceback.
+Bad input prints one line per problem and exits with status 2, never a traceback; so does a
+plan that leaves latent cells uncovered (generation would fail there) or names a guide image
+file that does not exist (relative paths are read from the preset file's folder).
+
+Standard library only: run it from the checkout's root with any Python 3.9+.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Iterable
 
+from .geometry import Box
 from .plan import MixturePlan, build_plan
-from .preset import Canvas, Overlap, Preset, PresetError, TileGrid, load_preset, parse_preset
+from .preset import HASH_PREFIX, Canvas, Preset, PresetError, TileGrid, load_preset, parse_preset
 
 BUNDLED = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = "paper-fig4-composition"
@@ -28,30 +36,44 @@ def bundled_presets() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUNDLED.glob("*.json"))}
 
 
-def resolve_preset(ref: str) -> Preset:
+def resolve_preset_path(ref: str) -> Path:
+    """The file a preset argument names: a path, else a bundled preset's name."""
     path = Path(ref)
-    if not path.exists() and ref in bundled_presets():
-        path = bundled_presets()[ref]
+    bundled = bundled_presets()
+    if not path.exists() and ref in bundled:
+        path = bundled[ref]
     if not path.exists():
-        names = ", ".join(bundled_presets())
-        raise PresetError([f"no preset file '{ref}' and no bundled preset of that name; bundled: {names}"], "arguments")
-    return load_preset(path)
+        guess = difflib.get_close_matches(path.stem if ref.endswith(".json") else ref, list(bundled), n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        raise PresetError([f"no preset file '{ref}' and no bundled preset of that name{hint}; "
+                           f"bundled: {', '.join(bundled)}"], "arguments")
+    return path
+
+
+def resolve_preset(ref: str) -> Preset:
+    return load_preset(resolve_preset_path(ref))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_mixture",
                                      description="Mixture of Diffusers: plan tiles and regions, no WebUI needed.")
     sub = parser.add_subparsers(dest="command", required=True)
-    plan = sub.add_parser("plan", help="print (and draw) the tiles and regions of a preset on a canvas")
+    plan = sub.add_parser("plan", help="print (and draw) the tiles and regions of a preset on a canvas",
+                          description="Print (and draw) the tiles and regions of a preset on a canvas. Exits with "
+                                      "status 2 on bad input, on a plan that leaves latent cells uncovered, and on a "
+                                      "guide image file that does not exist (a relative guide.image path is read from "
+                                      "the preset file's folder; data: URLs and sha256: references are not files).")
     plan.add_argument("preset", nargs="?", help="preset JSON file or bundled preset name "
                                                 f"(default: the paper's composition, {DEFAULT_PRESET})")
     plan.add_argument("--width", type=int, help="canvas width in px (default: the preset's)")
     plan.add_argument("--height", type=int, help="canvas height in px (default: the preset's)")
-    plan.add_argument("--tile-width", type=int, help="tile width in px (adds a tile grid if the preset has none)")
-    plan.add_argument("--tile-height", type=int, help="tile height in px")
+    plan.add_argument("--tile-width", type=int, help="tile width in px (adds a tile grid if the preset has none); "
+                                                     "given alone, the tiles are square")
+    plan.add_argument("--tile-height", type=int, help="tile height in px; given alone, the tiles are square")
     plan.add_argument("--overlap", type=int, help="minimum overlap between tiles in px")
     plan.add_argument("--batch-size", type=int, help="crops per model call (1-64)")
-    plan.add_argument("--png", metavar="OUT.png", help="draw the plan over its weight map into this PNG")
+    plan.add_argument("--png", metavar="OUT.png", help="draw the plan over its weight map into this PNG "
+                                                       "(the folder must exist; uncovered cells are black)")
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     sub.add_parser("presets", help="list the bundled presets")
     return parser
@@ -65,8 +87,11 @@ def _with_overrides(preset: Preset, args: argparse.Namespace) -> Preset:
     if base is None and all(v is None for v in tile_args):
         return preset  # only a batch size: it applies to the regions
     base = base or TileGrid()
-    raw = {"width": args.tile_width if args.tile_width is not None else base.width,
-           "height": args.tile_height if args.tile_height is not None else base.height,
+    width, height = args.tile_width, args.tile_height
+    if (width is None) != (height is None):  # one side given: square tiles of that side
+        width = height = width if width is not None else height
+    raw = {"width": width if width is not None else base.width,
+           "height": height if height is not None else base.height,
            "overlap": args.overlap if args.overlap is not None else (
                base.overlap.x if base.overlap.x == base.overlap.y else dataclasses.asdict(base.overlap)),
            "batch_size": args.batch_size if args.batch_size is not None else base.batch_size}
@@ -75,21 +100,121 @@ def _with_overrides(preset: Preset, args: argparse.Namespace) -> Preset:
     return parse_preset(obj, "arguments")
 
 
-def run_plan(args: argparse.Namespace) -> MixturePlan:
+def run_plan(args: argparse.Namespace) -> tuple[MixturePlan, Preset, Path | None]:
+    """The plan the arguments ask for, its preset and the preset's file (None: from the options)."""
     tile_args = (args.tile_width, args.tile_height, args.overlap)
+    path = None
     if args.preset:
-        preset = resolve_preset(args.preset)
+        path = resolve_preset_path(args.preset)
     elif any(v is not None for v in tile_args):
         if args.width is None or args.height is None:
             raise PresetError(["--width and --height are needed for a tile grid without a preset"], "arguments")
+    else:
+        path = resolve_preset_path(DEFAULT_PRESET)
+    if path is None:
         preset = Preset(name="tile grid", canvas=Canvas(args.width, args.height), tiles=TileGrid())
     else:
-        preset = resolve_preset(DEFAULT_PRESET)
+        preset = load_preset(path)
     preset = _with_overrides(preset, args)
-    return build_plan(preset, args.width, args.height, args.batch_size if preset.tiles is None else None), preset
+    # build_plan refuses a plan of too many crops before it places a single tile.
+    plan = build_plan(preset, args.width, args.height, args.batch_size if preset.tiles is None else None)
+    return plan, preset, path
 
 
-def format_plan(plan: MixturePlan, name: str) -> str:
+def check_guide_files(preset: Preset, path: Path | None) -> list[str]:
+    """Notes on the guide images a file check cannot settle; PresetError for missing files.
+
+    A path is the machine's own user's (this is the command line): ``~`` is expanded and a
+    relative path is read from the folder of ``path``, the preset file. ``data:`` URLs carry the image
+    and ``sha256:`` references name it by content (the WebUI looks them up): neither is a file.
+    """
+    problems, notes = [], []
+    for i, region in enumerate(preset.regions):
+        if region.guide is None:
+            continue
+        field, image = f"regions[{i}].guide.image", region.guide.image
+        if image.startswith("data:"):
+            continue
+        if image.startswith(HASH_PREFIX):
+            notes.append(f"{field}: {image} names the image by its content hash; the WebUI resolves it "
+                         "from its allowed guide folders (not checked here)")
+            continue
+        image_path = Path(os.path.expanduser(image))
+        relative = not image_path.is_absolute() and path is not None
+        if relative:
+            image_path = path.parent / image_path
+        if not image_path.is_file():
+            what = "is a folder, not an image file" if image_path.is_dir() else "no such file"
+            problems.append(f"{field}: '{image_path}': {what}"
+                            + (" (a relative path is read from the preset file's folder)" if relative else ""))
+    if problems:
+        raise PresetError(problems, str(path) if path else "preset")
+    return notes
+
+
+def uncovered_boxes(boxes: Iterable[Box], width: int, height: int) -> list[Box]:
+    """The cells of a ``width x height`` grid that no box covers, as disjoint boxes.
+
+    A sweep over the rows where boxes start or end: within each band between two such rows
+    the same boxes are present, so the band's gaps are those of one sorted list of column
+    intervals. Gaps with the same columns in consecutive bands are merged into one box. The
+    cost grows with the number of boxes and bands, never with the cells (a 16384 px canvas
+    is 4 million latent cells).
+    """
+    starts: dict[int, list[tuple[int, int]]] = {}
+    ends: dict[int, list[tuple[int, int]]] = {}
+    for b in boxes:
+        x0, x1 = max(0, b.x), min(width, b.right)
+        y0, y1 = max(0, b.y), min(height, b.bottom)
+        if x0 < x1 and y0 < y1:
+            starts.setdefault(y0, []).append((x0, x1))
+            ends.setdefault(y1, []).append((x0, x1))
+    rows = sorted({0, height, *starts, *ends})
+    active: dict[tuple[int, int], int] = {}  # column interval -> how many boxes span it here
+    open_gaps: dict[tuple[int, int], int] = {}  # gap columns -> the row where the gap began
+    out = []
+    for y0, y1 in zip(rows, rows[1:]):
+        for iv in ends.get(y0, ()):
+            active[iv] -= 1
+            if not active[iv]:
+                del active[iv]
+        for iv in starts.get(y0, ()):
+            active[iv] = active.get(iv, 0) + 1
+        gaps, reach = [], 0
+        for x0, x1 in sorted(active):
+            if x0 > reach:
+                gaps.append((reach, x0))
+            reach = max(reach, x1)
+        if reach < width:
+            gaps.append((reach, width))
+        current = set(gaps)
+        for gap in [g for g in open_gaps if g not in current]:
+            out.append(Box(gap[0], open_gaps[gap], gap[1] - gap[0], y0 - open_gaps.pop(gap)))
+        for gap in gaps:
+            open_gaps.setdefault(gap, y0)
+    out += [Box(g[0], top, g[1] - g[0], height - top) for g, top in open_gaps.items()]
+    return sorted(out, key=lambda b: (b.y, b.x))
+
+
+def plan_uncovered(plan: MixturePlan) -> list[Box]:
+    """Pixel boxes of the latent cells no crop covers (empty when the plan is complete)."""
+    lh, lw = plan.latent_size
+    f = plan.factor
+    return [Box(b.x * f, b.y * f, b.width * f, b.height * f)
+            for b in uncovered_boxes((c.box for c in plan.crops()), lw, lh)]
+
+
+def _uncovered_text(plan: MixturePlan, boxes: list[Box], shown: int = 5) -> str:
+    f2 = plan.factor ** 2
+    cells = sum(b.area for b in boxes) // f2
+    share = 100 * cells * f2 / (plan.canvas_width * plan.canvas_height)
+    listed = ", ".join(str(b.as_list()) for b in boxes[:shown])
+    more = f" and {len(boxes) - shown} more" if len(boxes) > shown else ""
+    return (f"{cells} latent cells ({plan.factor}x{plan.factor} px each, {share:.3g}% of the canvas) "
+            f"are covered by no region and no tile: {listed}{more} px [x, y, width, height]")
+
+
+def format_plan(plan: MixturePlan, name: str, uncovered: list[Box] | None = None) -> str:
     s = plan.summary()
     lines = [f"Mixture of Diffusers plan: {name or '(unnamed)'}",
              f"  canvas        {plan.canvas_width} x {plan.canvas_height} px "
@@ -116,6 +241,8 @@ def format_plan(plan: MixturePlan, name: str) -> str:
     lines += [f"  crops         {s['crops']} (batch size {plan.batch_size})",
               f"  model calls   {s['model_calls_per_step']} per sampling step",
               f"  redundancy    {s['redundancy']:.2f}x (crop area / canvas area)"]
+    if uncovered:
+        lines.append(f"  uncovered     {_uncovered_text(plan, uncovered)}")
     return "\n".join(lines)
 
 
@@ -127,6 +254,23 @@ def _span(values: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader went away (`... --json | head`): what it wanted it has. Point stdout at
+        # devnull so the interpreter's final flush does not fail again, and exit quietly
+        # (the Python docs' recipe for SIGPIPE, signal module).
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "presets":
@@ -136,17 +280,39 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:32} {size:>11}  {len(p.regions)} regions"
                       + (f", {p.tiles.width}x{p.tiles.height} tiles" if p.tiles else ""))
             return 0
-        plan, preset = run_plan(args)
+        if args.png:
+            folder = Path(args.png).parent
+            if not folder.is_dir():
+                raise PresetError([f"--png: there is no folder '{folder}' to write {Path(args.png).name} into; "
+                                   "create it first"], "arguments")
+        plan, preset, path = run_plan(args)
+        for note in check_guide_files(preset, path):
+            print(f"note: {note}", file=sys.stderr)
+        uncovered = plan_uncovered(plan)
         if args.png:
             from .render import write_plan_png
-            write_plan_png(plan, args.png)
+            try:
+                write_plan_png(plan, args.png)
+            except OSError as e:
+                raise PresetError([f"--png: cannot write '{args.png}': {e.strerror or e}"], "arguments") from None
         if args.json:
-            print(json.dumps({"name": preset.name, **plan.summary()}, indent=2))
+            f = plan.factor
+            print(json.dumps({"name": preset.name, **plan.summary(),
+                              "uncovered": {"cells": sum(b.area for b in uncovered) // (f * f),
+                                            "boxes": [b.as_list() for b in uncovered]}}, indent=2))
         else:
-            print(format_plan(plan, preset.name))
+            print(format_plan(plan, preset.name, uncovered))
             if args.png:
                 print(f"  picture       {args.png}")
+        if uncovered:
+            sys.stdout.flush()
+            print(f"error: incomplete plan: {_uncovered_text(plan, uncovered)}; every latent cell needs a region "
+                  "or a tile, or generation fails: move or grow the regions, or add a tile grid (--tile-width)",
+                  file=sys.stderr)
+            return 2
         return 0
+    except BrokenPipeError:
+        raise
     except PresetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
