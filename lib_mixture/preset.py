@@ -182,6 +182,13 @@ class Preset:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
 
+def image_seed(seed: int, offset: int) -> int:
+    """A region's seed for one image: ``seed`` moved by the image's ``offset``, the amount its
+    main seed lies past the job's first (the WebUI's rule for the main seed), wrapped into
+    [0, 2**32 - 1] so that it stays a valid preset seed. -1 (no region seed) stays -1."""
+    return seed if seed < 0 else (seed + offset) % (SEED_MAX + 1)
+
+
 def _region_dict(region: Region) -> dict[str, Any]:
     out = {f.name: getattr(region, f.name) for f in fields(Region) if f.name != "guide"}
     if region.guide is not None:

@@ -1,9 +1,10 @@
-"""Reading the script's arguments: UI values, API values and pasted infotext.
+"""Reading the script's arguments: UI values, API values and pasted infotext; writing the
+infotext.
 
-The UI passes ``(enabled, config_json)``. The API may pass the preset object alone
-(``"args": [{...}]``), a JSON string, or ``[enabled, object-or-string]``. All become
-``(enabled, Preset | None)``; a bad preset raises `PresetError` naming the field. Plain
-Python: tested without the WebUI.
+The UI passes ``(enabled, config_json)``. The API's ``args`` is always a JSON list (the
+WebUI indexes it before any extension sees it): ``[{...}]`` (the preset object), ``["{...}"]``
+(its JSON text) or ``[enabled, object-or-text]``. All become ``(enabled, Preset | None)``; a
+bad preset raises `PresetError` naming the field. Plain Python: tested without the WebUI.
 """
 
 from __future__ import annotations
@@ -11,22 +12,24 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from lib_mixture.preset import Preset, PresetError, loads_preset, parse_preset
+from lib_mixture.guide_source import infotext_guides
+from lib_mixture.limits import DEFAULT_LIMITS, Limits
+from lib_mixture.preset import Preset, PresetError, image_seed, loads_preset, parse_preset
 
 INFOTEXT_KEY = "Mixture of Diffusers"
 WARNINGS_KEY = "Mixture of Diffusers warnings"
 
 
-def read_args(args: Sequence[Any]) -> tuple[bool, Preset | None]:
-    """``(enabled, preset)`` from the script's positional arguments."""
+def read_args(args: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[bool, Preset | None]:
+    """``(enabled, preset)`` from the script's positional arguments, within ``limits``."""
     values = list(args)
     if not values:
         return False, None
     first = values[0]
     if isinstance(first, dict):  # API: the preset object itself
-        return True, parse_preset(first, "Mixture of Diffusers argument")
+        return True, parse_preset(first, "Mixture of Diffusers argument", limits)
     if isinstance(first, str) and first.strip().startswith("{"):
-        return True, loads_preset(first, "Mixture of Diffusers argument")
+        return True, loads_preset(first, "Mixture of Diffusers argument", limits)
     enabled = _truthy(first)
     config = values[1] if len(values) > 1 else None
     if not enabled:
@@ -35,9 +38,9 @@ def read_args(args: Sequence[Any]) -> tuple[bool, Preset | None]:
         raise PresetError(["the extension is enabled but has no configuration: give a preset object "
                            "(tiles and/or regions)"], "Mixture of Diffusers argument")
     if isinstance(config, dict):
-        return True, parse_preset(config, "Mixture of Diffusers argument")
+        return True, parse_preset(config, "Mixture of Diffusers argument", limits)
     if isinstance(config, str):
-        return True, loads_preset(config, "Mixture of Diffusers argument")
+        return True, loads_preset(config, "Mixture of Diffusers argument", limits)
     raise PresetError([f"expected a preset object or JSON text, got {type(config).__name__}"],
                       "Mixture of Diffusers argument")
 
@@ -48,9 +51,37 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def infotext_value(preset: Preset) -> str:
-    """The compact JSON written into the infotext (the WebUI quotes it, so commas are safe)."""
-    return json.dumps(preset.to_dict(), separators=(",", ":"), ensure_ascii=False)
+def infotext_value(preset: Preset, offset: int = 0, guide_refs: dict[str, str] | None = None) -> str:
+    """The compact JSON written into one image's infotext (the WebUI quotes it, so commas are
+    safe): region seeds moved by the image's seed ``offset`` (`image_seed`), and guide images
+    as their ``sha256:`` references, never a path or the image itself."""
+    obj = preset.to_dict()
+    for region in obj["regions"]:
+        region["seed"] = image_seed(region["seed"], offset)
+    return json.dumps(infotext_guides(obj, guide_refs), separators=(",", ":"), ensure_ascii=False)
+
+
+class ImageInfotext(str):
+    """The infotext value of a job: the text for its first image, and callable per image.
+
+    The WebUI calls callable ``extra_generation_params`` values for every image with
+    `create_infotext`'s locals (``p``, ``index``, ``all_seeds``, ``use_main_prompt``, ...) and
+    writes ``Seed: all_seeds[index]``; this writes the region seeds that went with that seed,
+    so each image's PNG info reproduces it. Being a str, it reads as the first image's text
+    wherever the value is not called (the API's ``info``, ``params.txt``).
+    """
+
+    def __new__(cls, preset: Preset, guide_refs: dict[str, str] | None = None):
+        self = super().__new__(cls, infotext_value(preset, 0, guide_refs))
+        self.preset, self.guide_refs = preset, dict(guide_refs or {})
+        return self
+
+    def __call__(self, p: Any = None, index: int = 0, all_seeds: Sequence[int] | None = None,
+                 use_main_prompt: bool = False, **_: Any) -> str:
+        first = getattr(p, "all_seeds", None)
+        if use_main_prompt or not first or not all_seeds or index >= len(all_seeds):
+            return str(self)
+        return infotext_value(self.preset, int(all_seeds[index]) - int(first[0]), self.guide_refs)
 
 
 def pasted_config(params: dict) -> str | None:
@@ -68,6 +99,27 @@ def pasted_config(params: dict) -> str | None:
     if text.startswith('"'):
         try:
             text = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return None
-    return text if text.startswith("{") else None
+    if not text.startswith("{"):
+        return None
+    return _without_guide_sources(text)
+
+
+def _without_guide_sources(text: str) -> str:
+    """A pasted configuration never names a file: guide images other than ``sha256:``
+    references (a path, or anything a stranger's PNG put there) become empty, which the panel
+    reports as "give the image again"."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return text  # the panel shows the JSON error; nothing is read from it
+    regions = obj.get("regions") if isinstance(obj, dict) else None
+    if not isinstance(regions, list) or not any(isinstance(r, dict) and isinstance(r.get("guide"), dict)
+                                                and isinstance(r["guide"].get("image"), str) for r in regions):
+        return text
+    for region in regions:
+        guide = region.get("guide") if isinstance(region, dict) else None
+        if isinstance(guide, dict) and isinstance(guide.get("image"), str):
+            guide["image"] = guide["image"] if guide["image"].startswith("sha256:") else ""
+    return json.dumps(obj, ensure_ascii=False)

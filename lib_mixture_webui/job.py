@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
-import os
 from typing import Any
 
 import torch
@@ -13,11 +10,13 @@ import torch
 from modules import images, rng, sd_samplers_common, sd_samplers_timesteps, shared
 
 from lib_mixture.denoiser_hook import PassState
-from lib_mixture.geometry import Box, to_latent
+from lib_mixture.geometry import LATENT_FACTOR, Box, to_latent
 from lib_mixture.guide import GuideSpec, active_calls
+from lib_mixture.guide_source import GuideImage, GuidePolicy, open_guide
 from lib_mixture.mixture import compile_mixture
 from lib_mixture.plan import MAIN, MixturePlan, build_plan
-from lib_mixture.preset import Canvas, Preset
+from lib_mixture.limits import DEFAULT_LIMITS, Limits
+from lib_mixture.preset import Canvas, Preset, image_seed
 
 from . import conds as region_conds
 from .args import WARNINGS_KEY
@@ -31,9 +30,11 @@ class Job:
     ends the job and reaches an API caller as the error message.
     """
 
-    def __init__(self, p: Any, preset: Preset | None, error: Exception | None = None):
+    def __init__(self, p: Any, preset: Preset | None, error: Exception | None = None,
+                 limits: Limits = DEFAULT_LIMITS, guides: dict[int, GuideImage] | None = None):
         self.preset = preset
         self.error = error
+        self.limits = limits
         self.warnings: list[str] = []
         self._params = p.extra_generation_params  # warnings go into the infotext as they occur
         # The canvas region boxes refer to: the preset's, else the first pass's size.
@@ -41,6 +42,11 @@ class Job:
             self.preset = dataclasses.replace(preset, canvas=Canvas(int(p.width), int(p.height)))
         self.noise: dict[bool, torch.Tensor] = {}  # initial unit noise per pass (is_hr_pass)
         self._passes: dict[tuple, PassState | None] = {}
+        self.guides = dict(guides or {})  # region index -> decoded guide image (`read_guides`)
+
+    def guide_refs(self) -> dict[str, str]:
+        """Each guide source's ``sha256:`` reference, for the infotext."""
+        return {self.preset.regions[i].guide.image: g.ref for i, g in self.guides.items()}
 
     # ------------------------------------------------------------------ passes
 
@@ -64,8 +70,8 @@ class Job:
         return self._passes[key]
 
     def _build(self, p: Any, den: Any, x: torch.Tensor, uncond: Any, hires: bool) -> PassState | None:
-        height, width = x.shape[-2] * 8, x.shape[-1] * 8
-        plan = build_plan(self.preset, width, height)
+        height, width = x.shape[-2] * LATENT_FACTOR, x.shape[-1] * LATENT_FACTOR
+        plan = build_plan(self.preset, width, height, limits=self.limits)
         crops = plan.crops()
         if len(crops) == 1 and crops[0].box.area * 64 == width * height and not plan.regions \
                 and not self._canvas_guide(p, hires):
@@ -95,7 +101,7 @@ class Job:
                         "(the hires pass needs WebUI 1.10 or newer)"])
             return
         state.noise = noise.to(x.device)
-        state.guides = [GuideSpec(to_latent(r.box), load_guide_latent(r.region.guide.image, r.box.width, r.box.height),
+        state.guides = [GuideSpec(to_latent(r.box), guide_latent(self.guides[r.index].image, r.box.width, r.box.height),
                                   r.region.guide.strength) for r in guided]
         if canvas_guide:  # the upscaled image guides the whole canvas, under the region guides
             whole = Box(0, 0, x.shape[-1], x.shape[-2])
@@ -110,7 +116,7 @@ class Job:
         upscale = self.preset.upscale
         latent = getattr(p, "init_latent", None)
         return (not hires and upscale is not None and upscale.guide_strength > 0 and latent is not None
-                and latent.shape[-2:] == (p.height // 8, p.width // 8))
+                and latent.shape[-2:] == (p.height // LATENT_FACTOR, p.width // LATENT_FACTOR))
 
     def _warn(self, messages: list[str]) -> None:
         for m in messages:
@@ -124,28 +130,30 @@ class Job:
     def install_region_noise(self, p: Any) -> None:
         """Wrap ``p.rng`` so the first noise it draws has each seeded region's own noise in its box.
 
-        Region seeds are per image like the main seed: the region's seed plus the image's
-        position in the job. The (possibly reseeded) noise is kept for guide images.
+        Region seeds move with the main seed: an image whose seed lies ``k`` past the job's
+        first seed uses each region's seed plus ``k`` (`image_seed`), and its infotext says so
+        (`args.infotext_value`), so "PNG Info -> Generate" reproduces it. The plan is made on
+        the latent the host really samples (``floor(px / 8)``), so any size the WebUI takes
+        works. The (possibly reseeded) noise is kept for guide images.
         """
         generator = getattr(p, "rng", None)
         if generator is None or getattr(generator, "_mod_wrapped", False):
             return
         original_next = generator.next
-        seeded = []
-        if self.preset is not None and self.applies_to(False):
-            plan = build_plan(self.preset, int(p.width), int(p.height))
-            seeded = [r for r in plan.regions if r.region.seed >= 0]
-        offset = p.iteration * p.batch_size
+        offsets = [int(s) - int(p.all_seeds[0]) for s in p.seeds]
 
         def next_noise():
             first = generator.is_first
             noise = original_next()
-            if first:
-                for r in seeded:
-                    seeds = [r.region.seed + offset + i for i in range(noise.shape[0])]
+            if first and self.preset is not None and self.applies_to(False):
+                plan = build_plan(self.preset, noise.shape[-1] * LATENT_FACTOR, noise.shape[-2] * LATENT_FACTOR,
+                                  limits=self.limits)
+                for r in plan.regions:
+                    if r.region.seed < 0:
+                        continue
+                    seeds = [image_seed(r.region.seed, offsets[i]) for i in range(noise.shape[0])]
                     own = rng.ImageRNG(noise.shape[1:], seeds).next().to(noise.device, noise.dtype)
-                    box = to_latent(r.box)
-                    rows, cols = box.slices()
+                    rows, cols = to_latent(r.box).slices()
                     noise[:, :, rows, cols] = own[:, :, rows, cols]
                 self.noise[False] = noise
             return noise
@@ -154,23 +162,20 @@ class Job:
         generator._mod_wrapped = True
 
 
-def load_guide_latent(source: str, width: int, height: int) -> torch.Tensor:
-    """Load a guide image (path or data URL), fit it to the box and encode it with the host's VAE."""
-    from PIL import Image
+def read_guides(preset: Preset, policy: GuidePolicy) -> dict[int, GuideImage]:
+    """Every region's guide image, read and decoded under ``policy`` (which files this caller
+    may have read), by region index; PresetError naming the field otherwise. Called before
+    any work, so a refused or oversized image stops the job before the first step."""
+    return {i: open_guide(r.guide.image, policy, f"regions[{i}].guide.image")
+            for i, r in enumerate(preset.regions) if r.guide is not None}
 
-    if source.startswith("data:"):
-        try:
-            payload = source.split(",", 1)[1]
-            image = Image.open(io.BytesIO(base64.b64decode(payload)))
-        except Exception as e:
-            raise ValueError(f"regions[].guide.image: not a readable data URL image ({e})") from None
-    else:
-        if not os.path.isfile(source):
-            raise ValueError(f"regions[].guide.image: no image file at {source!r}")
-        image = Image.open(source)
-    image = images.resize_image(1, image.convert("RGB"), width, height)  # crop to fill the box
+
+def guide_latent(image: Any, width: int, height: int) -> torch.Tensor:
+    """A decoded guide image (RGB PIL) fitted to a ``width x height`` px box (cropped to fill)
+    and encoded with the host's VAE: ``[1, C, height / 8, width / 8]``."""
     import numpy as np
 
+    image = images.resize_image(1, image, width, height)
     array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
     with torch.no_grad():
         latent = sd_samplers_common.images_tensor_to_samples(array.to(shared.device), None, shared.sd_model)

@@ -42,10 +42,6 @@ STASH_MEMORY_FRACTION = 0.4  # of the host's available memory for the tiles' sta
 STASH_MAX_MIB = 32768
 
 
-class VAEInterrupted(RuntimeError):
-    """Interrupt pressed during a tiled encode or decode."""
-
-
 @dataclass
 class Route:
     """The tiled VAE settings of the running job, and what was done (for the infotext and tests)."""
@@ -53,6 +49,7 @@ class Route:
     settings: VAETiling
     log: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    sampling_started: bool = False  # set by the script's process_batch: encodes are hires ones from then on
 
     def config(self, device: torch.device) -> TiledVAEConfig:
         # On the CPU, RAM keeps each tile's activations between the GroupNorm passes: 2-5x
@@ -88,9 +85,16 @@ class Route:
             print(f"[Mixture of Diffusers] {message}")
 
     def run(self, module: torch.nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
-        """``module``'s forward of ``x``, tiled; progress in the WebUI, interrupt per tile."""
+        """``module``'s forward of ``x``, tiled, with the tile in the WebUI's progress text.
+
+        Interrupt behaves as in the plain WebUI, whose VAE passes run to the end: a decode
+        always finishes, so every image whose sampling ended (finished or interrupted) comes
+        back. Only an encode before the job's first sampling step (img2img's source) stops at
+        the next tile: the host then ends the job before sampling, as the plain WebUI would
+        after its encode, and the placeholder latent returned here is never used.
+        """
         state = shared.state
-        was_interrupted = bool(state.interrupted)  # an interrupted sampling still gets its decode
+        was_interrupted = bool(state.interrupted)
         label = "Tiled VAE " + mode
         started = time.perf_counter()
         tiles = [0, 0]
@@ -100,15 +104,17 @@ class Route:
             state.textinfo = f"{label}: tile {done}/{total}"
 
         def should_stop() -> bool:
-            return bool(state.interrupted) and not was_interrupted
+            return mode == "encode" and not self.sampling_started and not was_interrupted and bool(state.interrupted)
 
         fn = tiled_encode if mode == "encode" else tiled_decode
         kwargs = {"output": "moments"} if mode == "encode" else {}
         try:
             out = fn(module, x, on_progress=on_progress, should_stop=should_stop, config=self.config(x.device), **kwargs)
         except TiledVAEInterrupted:
-            raise VAEInterrupted(f"Mixture of Diffusers: interrupted during the tiled VAE {mode} "
-                                 f"(tile {tiles[0]}/{tiles[1]}); this image was not finished") from None
+            print(f"[Mixture of Diffusers] interrupted during the tiled VAE encode (tile {tiles[0]}/{tiles[1]}), "
+                  "before any sampling: the job ends with no images, as the WebUI's own interrupt would")
+            last = plan_tiled_vae(module, x.shape, "encode", config=self.config(x.device))[-1]
+            return torch.zeros((x.shape[0], last["out_channels"], *last["out_size"]), device=x.device, dtype=x.dtype)
         except ValueError as e:
             raise ValueError(f"Mixture of Diffusers: tiled VAE {mode} of {tuple(x.shape[-2:])}: {e}; "
                              "change vae.tile in the panel (Tiled VAE tile size) or use a smaller image") from None

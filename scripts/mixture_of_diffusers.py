@@ -8,16 +8,16 @@ import json
 
 import gradio as gr
 
-from modules import scripts
+from modules import script_callbacks, scripts
 from modules.ui_components import ToolButton
 
 from lib_mixture.cli import bundled_presets
 from lib_mixture.preset import (FITS, MAX_SCALE, MAX_SIDE, MIN_SIDE, PASSES, VAE_TILING, Preset, PresetError, TileGrid,
                                  load_preset, loads_preset)
 from lib_mixture.weights import DEFAULT_VARIANCE, KINDS
-from lib_mixture_webui import hook, upscale, user_presets, vae
-from lib_mixture_webui.args import INFOTEXT_KEY, infotext_value, pasted_config, read_args
-from lib_mixture_webui.job import Job
+from lib_mixture_webui import hook, settings, upscale, user_presets, vae
+from lib_mixture_webui.args import INFOTEXT_KEY, ImageInfotext, pasted_config, read_args
+from lib_mixture_webui.job import Job, read_guides
 
 try:
     from modules.ui_components import InputAccordion
@@ -26,6 +26,7 @@ except ImportError:  # WebUI before 1.7
 
 hook.install()
 vae.install()
+script_callbacks.on_ui_settings(settings.register)
 
 DEFAULT_CONFIG = Preset(name="tile grid", tiles=TileGrid()).to_json()
 
@@ -144,10 +145,16 @@ class MixtureOfDiffusersScript(scripts.Script):
     def process(self, p, *args):
         p._mod_job = None
         vae.reset()  # whatever happened to the last job, this one starts from the plain VAE
+        limits = settings.limits()
         try:
-            enabled, preset = read_args(args)
-            if enabled and preset.upscale is not None:
-                print(f"[Mixture of Diffusers] {upscale.apply(p, preset.upscale)}")
+            enabled, preset = read_args(args, limits)
+            if enabled:
+                # Guide images are read first, before any work, from what this caller may use.
+                policy = settings.guide_policy(bool(getattr(p, "is_api", False)), str(user_presets.presets_dir()))
+                guides = read_guides(preset, policy)
+                if preset.upscale is not None:
+                    print(f"[Mixture of Diffusers] {upscale.apply(p, preset.upscale)}")
+                job = Job(p, preset, limits=limits, guides=guides)  # after the upscale: its canvas
         except PresetError as e:
             # Script hooks' exceptions are only logged by the WebUI; the denoiser hook raises
             # this at the first step, so the job stops and an API caller sees the message.
@@ -156,11 +163,10 @@ class MixtureOfDiffusersScript(scripts.Script):
         if not enabled:
             return
         vae.activate(p, preset.vae)  # before p.init(), which encodes img2img's init images
-        job = Job(p, preset)
         p._mod_job = job
         # The resolved preset: px boxes carry the canvas they were drawn on, so a paste into
-        # another size scales them.
-        p.extra_generation_params[INFOTEXT_KEY] = infotext_value(job.preset)
+        # another size scales them; region seeds and guides as each image used them.
+        p.extra_generation_params[INFOTEXT_KEY] = ImageInfotext(job.preset, job.guide_refs())
 
     def postprocess(self, p, processed, *args):
         route = getattr(p, "_mod_vae_route", None)
@@ -173,6 +179,9 @@ class MixtureOfDiffusersScript(scripts.Script):
         vae.deactivate(p)
 
     def process_batch(self, p, *args, **kwargs):
+        route = getattr(p, "_mod_vae_route", None)
+        if route is not None:
+            route.sampling_started = True
         job = getattr(p, "_mod_job", None)
         if job is not None and job.error is None:
             job.install_region_noise(p)

@@ -73,18 +73,6 @@ def mod(*args):
 # ---- servers -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    given = os.environ.get("MOD_TINY_CKPT")
-    if given:
-        return Path(given)
-    pytest.importorskip("safetensors")
-    pytest.importorskip("torch")
-    import tiny_checkpoint
-
-    return tiny_checkpoint.build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
 def servers(tiny_ckpt):
     pytest.importorskip("PIL")
     pytest.importorskip("numpy")

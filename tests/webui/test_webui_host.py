@@ -32,17 +32,6 @@ pytestmark = pytest.mark.skipif(not launcher.webui_available(),
 INPROCESS = os.environ.get("MOD_WEBUI_INPROCESS") == "1"
 
 
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    given = os.environ.get("MOD_TINY_CKPT")
-    if given:
-        return Path(given)
-    pytest.importorskip("safetensors")
-    import tiny_checkpoint
-
-    return tiny_checkpoint.build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-
-
 # ---- tiny checkpoint --------------------------------------------------------------------
 
 @pytest.mark.skipif(INPROCESS, reason="server-side tests; run without MOD_WEBUI_INPROCESS")
@@ -129,13 +118,6 @@ def test_server_error_reaches_caller(tiny_ckpt):
 
 needs_inprocess = pytest.mark.skipif(not INPROCESS, reason="set MOD_WEBUI_INPROCESS=1 and run "
                                      "with the WebUI's python, cwd = the WebUI dir")
-
-
-@pytest.fixture(scope="module")
-def host(tiny_ckpt):
-    import inprocess
-
-    return inprocess.boot(tiny_ckpt)
 
 
 @needs_inprocess
