@@ -206,7 +206,7 @@ class _Checker:
         self.problems: list[str] = []
 
     def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}" if path else message)
+        self.problems.append(f"{path or 'preset'}: {message}")
 
     def keys(self, obj: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
         if not isinstance(obj, dict):
@@ -301,7 +301,7 @@ def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMI
     """
     shape = json_shape_problem(obj, limits)
     if shape is not None:
-        raise PresetError([f"the preset {shape}"], source)
+        raise PresetError([f"preset: {shape}"], source)
     c = _Checker()
     if not c.keys(obj, "", _TOP_KEYS, required=("version",)):
         raise PresetError(c.problems, source)
@@ -472,14 +472,14 @@ def _region(c: _Checker, raw: Any, path: str, units: str, canvas: Canvas | None,
 def loads_preset(text: str, source: str = "preset", limits: Limits = DEFAULT_LIMITS) -> Preset:
     """Parse and validate preset JSON text (`parse_preset`); its length is checked first."""
     if len(text) > limits.max_json_chars:
-        raise PresetError([f"the preset's JSON text is {len(text)} characters long; allowed at most "
+        raise PresetError([f"preset: its JSON text is {len(text)} characters long; allowed at most "
                            f"{limits.max_json_chars}"], source)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise PresetError([f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"], source) from None
     except RecursionError:
-        raise PresetError([f"the preset is nested more than {limits.max_depth} levels deep; allowed at most "
+        raise PresetError([f"preset: is nested more than {limits.max_depth} levels deep; allowed at most "
                            f"{limits.max_depth}"], source) from None
     return parse_preset(obj, source, limits)
 

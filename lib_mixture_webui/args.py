@@ -35,13 +35,13 @@ def read_args(args: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[boo
     if not enabled:
         return False, None
     if config is None or (isinstance(config, str) and not config.strip()):
-        raise PresetError(["the extension is enabled but has no configuration: give a preset object "
+        raise PresetError(["args[1]: the extension is enabled but has no configuration: give a preset object "
                            "(tiles and/or regions)"], "Mixture of Diffusers argument")
     if isinstance(config, dict):
         return True, parse_preset(config, "Mixture of Diffusers argument", limits)
     if isinstance(config, str):
         return True, loads_preset(config, "Mixture of Diffusers argument", limits)
-    raise PresetError([f"expected a preset object or JSON text, got {type(config).__name__}"],
+    raise PresetError([f"args[1]: expected a preset object or JSON text, got {type(config).__name__}"],
                       "Mixture of Diffusers argument")
 
 

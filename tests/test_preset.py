@@ -106,7 +106,7 @@ def test_each_bad_field_is_named_with_value_and_range():
 
 
 def test_other_shapes_of_bad_input():
-    assert problems([1, 2]) == ["expected an object, got [1, 2]"]  # path "" for the top level
+    assert problems([1, 2]) == ["preset: expected an object, got [1, 2]"]  # path "" for the top level
     assert problems({"version": 2}) == ["version: 2 is not supported; this extension reads version 1"]
     assert problems({"regions": []}) == ["version: is required"]
     assert problems({"version": 1}) == [
