@@ -157,7 +157,8 @@ _HASH_CACHE: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns)
 
 def _by_hash(ref: str, policy: GuidePolicy, field_path: str) -> bytes:
     digits = ref[len(HASH_PREFIX):]
-    for root in _roots(policy):
+    # a reference reads a file like a path does: only where paths are allowed
+    for root in (_roots(policy) if policy.allow_paths else []):
         for path in _files(root):
             try:
                 st = path.stat()

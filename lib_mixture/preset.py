@@ -477,7 +477,7 @@ def loads_preset(text: str, source: str = "preset", limits: Limits = DEFAULT_LIM
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise PresetError([f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"], source) from None
+        raise PresetError([f"preset: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"], source) from None
     except RecursionError:
         raise PresetError([f"preset: is nested more than {limits.max_depth} levels deep; allowed at most "
                            f"{limits.max_depth}"], source) from None

@@ -46,9 +46,19 @@ def read_args(args: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[boo
 
 
 def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
+    """The enabled flag: a boolean, 0 or 1, or its text; anything else is a caller's mistake."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _FLAGS:
+        return _FLAGS[value.strip().lower()]
+    raise PresetError([f"args[0]: expected true or false (or the preset object, or its JSON text), got "
+                       f"{type(value).__name__}"], "Mixture of Diffusers argument")
+
+
+_FLAGS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False,
+          "": False}
 
 
 def infotext_value(preset: Preset, offset: int = 0, guide_refs: dict[str, str] | None = None) -> str:

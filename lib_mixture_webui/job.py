@@ -48,6 +48,16 @@ class Job:
         """Each guide source's ``sha256:`` reference, for the infotext."""
         return {self.preset.regions[i].guide.image: g.ref for i, g in self.guides.items()}
 
+    def check_plans(self, p: Any) -> None:
+        """Plan every pass this job will mix now, before any work, so that a preset the canvas
+        cannot take or one over the server's limits (millions of tiles) stops the job at once.
+        The hires size follows the WebUI's own rule for "Upscale by" / "Resize to"."""
+        sizes = [(int(p.width), int(p.height))] if self.applies_to(False) else []
+        if getattr(p, "enable_hr", False) and self.applies_to(True):
+            sizes.append(_hires_size(p))
+        for width, height in sizes:
+            build_plan(self.preset, width, height, limits=self.limits)
+
     # ------------------------------------------------------------------ passes
 
     def applies_to(self, hires: bool) -> bool:
@@ -160,6 +170,20 @@ class Job:
 
         generator.next = next_noise
         generator._mod_wrapped = True
+
+
+def _hires_size(p: Any) -> tuple[int, int]:
+    """The hires pass's canvas in px, as ``calculate_target_resolution`` makes it (without its
+    side effects): the scale, or the "Resize to" size with the first pass's aspect ratio kept."""
+    w, h = int(p.width), int(p.height)
+    rx, ry = int(getattr(p, "hr_resize_x", 0) or 0), int(getattr(p, "hr_resize_y", 0) or 0)
+    if rx == 0 and ry == 0:
+        return int(w * p.hr_scale), int(h * p.hr_scale)
+    if ry == 0:
+        return rx, rx * h // w
+    if rx == 0:
+        return ry * w // h, ry
+    return (rx, rx * h // w) if w / h < rx / ry else (ry * w // h, ry)
 
 
 def read_guides(preset: Preset, policy: GuidePolicy) -> dict[int, GuideImage]:

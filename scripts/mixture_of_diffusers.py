@@ -155,6 +155,7 @@ class MixtureOfDiffusersScript(scripts.Script):
                 if preset.upscale is not None:
                     print(f"[Mixture of Diffusers] {upscale.apply(p, preset.upscale)}")
                 job = Job(p, preset, limits=limits, guides=guides)  # after the upscale: its canvas
+                job.check_plans(p)
         except PresetError as e:
             # Script hooks' exceptions are only logged by the WebUI; the denoiser hook raises
             # this at the first step, so the job stops and an API caller sees the message.

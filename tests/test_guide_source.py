@@ -116,9 +116,11 @@ def test_no_folders_means_no_files(tree):
 
 def test_a_hash_reference_is_found_only_among_the_allowed_files(tree):
     allowed, outside = tree
-    policy = GuidePolicy(folders=(str(allowed),), allow_paths=False)
+    policy = GuidePolicy(folders=(str(allowed),), allow_paths=True)
     ref = content_ref(png_bytes())
     assert read_bytes(ref, policy, FIELD) == png_bytes()
+    with pytest.raises(PresetError, match="give the image again"):  # from the API: no file is read
+        read_bytes(ref, GuidePolicy(folders=(str(allowed),), allow_paths=False), FIELD)
     secret = content_ref((outside / "secret.png").read_bytes())  # reachable only through symlinks
     with pytest.raises(PresetError, match="does not embed the image.*give the image again"):
         read_bytes(secret, policy, FIELD)

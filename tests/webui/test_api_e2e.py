@@ -73,10 +73,30 @@ def mod(*args):
 # ---- servers -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def servers(tiny_ckpt):
+def guide_files(tmp_path_factory):
+    """An allowed guide folder (with an image, and a symlink pointing out of it) and a folder
+    outside it with a secret image: what a caller of the API must never get read."""
+    root = tmp_path_factory.mktemp("guides")
+    allowed, outside = root / "allowed", root / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (250, 10, 10)).save(allowed / "red.png")
+    Image.new("RGB", (64, 64), (10, 250, 10)).save(outside / "secret.png")
+    (allowed / "escape.png").symlink_to(outside / "secret.png")
+    return allowed, outside
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_ckpt, guide_files, tmp_path_factory):
     pytest.importorskip("PIL")
     pytest.importorskip("numpy")
-    ext = launcher.WebUI(tiny_ckpt, extensions={EXT_NAME: ROOT})
+    data = tmp_path_factory.mktemp("ext-data")
+    # the server owner's settings: one allowed guide folder (paths from the API stay off)
+    (data / "config.json").write_text(json.dumps({"mod_guide_folders": str(guide_files[0])}))
+    ext = launcher.WebUI(tiny_ckpt, extensions={EXT_NAME: ROOT}, data_dir=data)
     base = launcher.WebUI(tiny_ckpt, extensions={EXT_NAME: ROOT}, disable_extra_extensions=True)
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(ui.start) for ui in (ext, base)]
@@ -487,3 +507,155 @@ def test_bad_upscale_input_fails_the_request_naming_the_field(ui, log, upscale, 
     assert field in err.body and words in err.body, err.body
     expect_one_logged_failure(log.new(), field)
     log.mark()
+
+
+# ---- the WebUI's envelope: any size, per-image infotext (issue: sizes, batches) --------------
+
+HIRES_13 = {"width": 256, "height": 384, "enable_hr": True, "hr_scale": 1.3, "hr_upscaler": "Lanczos",
+            "hr_second_pass_steps": 2, "denoising_strength": 0.5, "steps": 2}
+GRID_192 = {"width": 192, "height": 192, "overlap": 32, "batch_size": 4}
+
+
+@pytest.mark.parametrize("vae", [None, {"tiling": "on", "tile": 64}, {"tiling": "off"}], ids=["auto", "on", "off"])
+def test_hires_fix_at_1_3x_off_the_8px_grid(ui, baseline, log, vae):
+    config = preset(tiles=GRID_192, **({"vae": vae} if vae else {}))
+    ours = ui.txt2img(BASE_JOB, **HIRES_13, **mod(True, config))
+    theirs = baseline.txt2img(BASE_JOB, **HIRES_13)
+    assert size_of(ours["images"][0]) == size_of(theirs["images"][0])
+
+
+def test_img2img_of_a_252x188_image(ui, baseline, log):
+    job = dict(BASE_JOB, width=252, height=188, denoising_strength=0.6)
+    source = init_image().resize((252, 188))
+    ours = ui.img2img([source], job, **mod(True, preset(tiles=TILES, vae={"tiling": "on", "tile": 64})))
+    theirs = baseline.img2img([source], job)
+    assert size_of(ours["images"][0]) == size_of(theirs["images"][0])
+
+
+def test_a_region_seed_on_a_256x196_canvas_is_used(ui, log):
+    regions = [{"x": 0, "y": 0, "width": 128, "height": 196, "seed": 4321}]
+    job = dict(BASE_JOB, width=256, height=196)
+    seeded = ui.txt2img(job, **mod(True, preset(tiles=TILES, regions=regions)))
+    unseeded = ui.txt2img(job, **mod(True, preset(tiles=TILES, regions=[dict(regions[0], seed=-1)])))
+    a, b = pixels(seeded["images"][0]), pixels(unseeded["images"][0])
+    assert (a[:, :100] != b[:, :100]).any()  # the region's own noise was used (the log stays clean)
+
+
+def test_image_2_of_batch_count_2_reproduces_from_its_png_info(ui, log):
+    regions = [dict(THREE_REGIONS[0], seed=4321), THREE_REGIONS[1], THREE_REGIONS[2]]
+    res = ui.txt2img(dict(BASE_JOB, seed=777), n_iter=2, **mod(True, preset(tiles=TILES, regions=regions)))
+    texts = launcher.WebUI.info(res)["infotexts"]
+    assert len(res["images"]) == 2 and len(texts) == 2
+    params = parse_infotext_params(texts[1])
+    assert params["Seed"] == "778" and [r.seed for r in restored_preset(params).regions] == [4322, -1, -1]
+    again = ui.post("/sdapi/v1/txt2img", {"infotext": texts[1], "send_images": True, "save_images": False})
+    assert (pixels(again["images"][0]) == pixels(res["images"][1])).all()
+
+
+# ---- what a caller may make the server read or do (issue: security) ---------------------------
+
+def guide_region(image):
+    return {"x": 0, "y": 0, "width": 96, "height": 128, "prompt": "x", "guide": {"image": image, "strength": 1.0}}
+
+
+def data_url_of(path):
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def test_guide_paths_from_the_api_are_refused_alike_and_nothing_is_read(ui, log, guide_files):
+    allowed, outside = guide_files
+    sources = [str(allowed / "red.png"), "red.png", str(outside / "secret.png"), "/etc/passwd",
+               "/nonexistent/file.png", "../outside/secret.png", "escape.png", str(allowed / "escape.png"),
+               "sha256:0123456789abcdef"]
+    bodies = set()
+    for image in sources:
+        log.mark()
+        job = dict(BASE_JOB, override_settings={"mod_guide_paths_from_api": True})  # restrict_api: ignored
+        err = expect_http_error(ui.txt2img, job, **mod(True, preset(tiles=TILES, regions=[guide_region(image)])))
+        expect_one_logged_failure(log.new(), "regions[0].guide.image")
+        assert (image not in err.body or image.startswith("sha256:")) and "passwd" not in err.body
+        bodies.add(err.json().get("errors", err.body) if not image.startswith("sha256:") else "hash")
+    log.mark()
+    assert len(bodies) == 2, bodies  # one refusal for every path; one message for an unknown hash
+
+
+def test_a_guide_as_a_data_url_works_and_the_infotext_holds_only_its_hash(ui, log, guide_files):
+    allowed, _ = guide_files
+    url = data_url_of(allowed / "red.png")
+    config = preset(tiles=TILES, regions=[guide_region(url)])
+    res = ui.txt2img(BASE_JOB, **mod(True, config))
+    text = infotext(res)
+    assert "base64" not in text and str(allowed) not in text
+    guide = json.loads(parse_infotext_params(text)[KEY])["regions"][0]["guide"]
+    assert guide["image"].startswith("sha256:") and len(guide["image"]) == 23
+    # held to the guide (the tiny model's VAE is random, so compare two guides, not colours)
+    from PIL import Image
+
+    import io, base64  # noqa: E401
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 10, 250)).save(buf, format="PNG")
+    blue = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    other = ui.txt2img(BASE_JOB, **mod(True, preset(tiles=TILES, regions=[guide_region(blue)])))
+    diff = (pixels(res["images"][0]) != pixels(other["images"][0])).any(axis=-1)
+    assert diff[:, :64].mean() > 0.5
+    # the infotext alone does not bring the image back: the request says to give it again
+    log.mark()
+    err = expect_http_error(ui.post, "/sdapi/v1/txt2img", {"infotext": text, "send_images": True})
+    assert "give the image again" in err.body
+    expect_one_logged_failure(log.new(), "regions[0].guide.image")
+    log.mark()
+
+
+@pytest.mark.parametrize("case", ["regions", "tiles", "depth", "text", "bomb"])
+def test_limits_stop_a_request_before_any_work(ui, baseline, log, case):
+    import base64
+    import io
+    import time
+
+    from PIL import Image
+
+    region = {"x": 0, "y": 0, "width": 8, "height": 8}
+    nested: object = 1
+    for _ in range(40):
+        nested = [nested]
+    buf = io.BytesIO()
+    Image.new("RGB", (9000, 9000), "white").save(buf, format="PNG")  # 81 MP in a few hundred KiB
+    bomb = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    config, field = {
+        "regions": (preset(tiles=TILES, regions=[region] * 300), "regions"),
+        "tiles": (preset(tiles={"width": 64, "height": 64, "overlap": 56}), "tiles"),
+        "depth": (preset(tiles=TILES, name=nested), "preset"),
+        "text": (preset(tiles=TILES, regions=[dict(region, prompt="x" * 20_000)]), "regions[0].prompt"),
+        "bomb": (preset(tiles=TILES, regions=[guide_region(bomb)]), "regions[0].guide.image"),
+    }[case]
+    job = dict(BASE_JOB, width=4096, height=4096) if case == "tiles" else BASE_JOB
+    started = time.monotonic()
+    err = expect_http_error(ui.txt2img, job, **mod(True, config))
+    assert time.monotonic() - started < 60 and field in err.body, err.body
+    assert "allowed at most" in err.body
+    expect_one_logged_failure(log.new(), field)
+    log.mark()
+    # the next plain job is the WebUI's own
+    assert (pixels(ui.txt2img(BASE_JOB)["images"][0]) == pixels(baseline.txt2img(BASE_JOB)["images"][0])).all()
+
+
+def test_a_sample_of_the_fuzzer_through_the_api(ui, baseline, log):
+    """Hostile arguments from the fuzzer's alphabet: each fails the request naming a field, the
+    log holds that one report, and the next plain job is the WebUI's own."""
+    samples = [
+        (["{", "x"], "preset"), ([True, 42], "args[1]"), ([[1, 2]], "args[0]"), ([3, {}], "args[0]"), ([True, {"version": "1"}], "version"),
+        ([{"version": 1, "tiles": {"width": 1e999}}], "tiles.width"),
+        ([{"version": 1, "regions": [{"x": 0, "y": 0, "width": 8, "height": 8, "guide": {"image": "sha256:zz"}}]}],
+         "regions[0].guide.image"),
+        ([{"version": 1, "tiles": {}, "__proto__": {"x": 1}}], "__proto__"),
+        ([{"version": 1, "regions": [{"x": "NaN", "y": 0, "width": 8, "height": 8}]}], "regions[0].x"),
+    ]
+    for args, field in samples:
+        log.mark()
+        err = expect_http_error(ui.txt2img, BASE_JOB, alwayson_scripts={SCRIPT: {"args": args}})
+        assert field in err.body, (args, err.body)
+        expect_one_logged_failure(log.new(), field)
+    log.mark()
+    assert (pixels(ui.txt2img(BASE_JOB)["images"][0]) == pixels(baseline.txt2img(BASE_JOB)["images"][0])).all()
