@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .geometry import Box
+from .guide_source import LOCAL_USER, resolve_path
 from .plan import MixturePlan, build_plan
 from .preset import HASH_PREFIX, Canvas, Preset, PresetError, TileGrid, load_preset, parse_preset
 
@@ -139,14 +140,11 @@ def check_guide_files(preset: Preset, path: Path | None) -> list[str]:
             notes.append(f"{field}: {image} names the image by its content hash; the WebUI resolves it "
                          "from its allowed guide folders (not checked here)")
             continue
-        image_path = Path(os.path.expanduser(image))
-        relative = not image_path.is_absolute() and path is not None
-        if relative:
-            image_path = path.parent / image_path
-        if not image_path.is_file():
-            what = "is a folder, not an image file" if image_path.is_dir() else "no such file"
-            problems.append(f"{field}: '{image_path}': {what}"
-                            + (" (a relative path is read from the preset file's folder)" if relative else ""))
+        policy = dataclasses.replace(LOCAL_USER, relative_to=str(path.parent) if path is not None else None)
+        try:
+            resolve_path(image, policy, field)
+        except PresetError as e:
+            problems += e.problems
     if problems:
         raise PresetError(problems, str(path) if path else "preset")
     return notes

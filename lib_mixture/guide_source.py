@@ -77,7 +77,7 @@ def read_bytes(source: str, policy: GuidePolicy, field_path: str) -> bytes:
         return _data_url_bytes(source, policy.limits, field_path)
     if source.startswith(HASH_PREFIX):
         return _by_hash(source, policy, field_path)
-    path = _allowed_path(source, policy, field_path)
+    path = resolve_path(source, policy, field_path)
     try:
         size = path.stat().st_size
         if size > policy.limits.max_image_chars:
@@ -104,7 +104,7 @@ def decode_image(data: bytes, limits: Limits, field_path: str):
         raise PresetError([f"{field_path}: not a readable image ({type(e).__name__})"], SOURCE) from None
     if width * height > limits.max_image_pixels:
         raise PresetError([f"{field_path}: the image is {width}x{height} = {width * height} pixels; allowed at most "
-                           f"{limits.max_image_pixels} (a limit of this server)"], SOURCE)
+                           f"{limits.max_image_pixels} (a limit set in the WebUI's Settings → Mixture of Diffusers)"], SOURCE)
     try:
         return image.convert("RGB")
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data
@@ -114,7 +114,7 @@ def decode_image(data: bytes, limits: Limits, field_path: str):
 def _data_url_bytes(source: str, limits: Limits, field_path: str) -> bytes:
     if len(source) > limits.max_image_chars:
         raise PresetError([f"{field_path}: the data URL is {len(source)} characters long; allowed at most "
-                           f"{limits.max_image_chars} (a limit of this server)"], SOURCE)
+                           f"{limits.max_image_chars} (a limit set in the WebUI's Settings → Mixture of Diffusers)"], SOURCE)
     head, sep, payload = source.partition(",")
     if not sep or not head.startswith("data:image/") or not head.endswith(";base64"):
         raise PresetError([f"{field_path}: expected a data:image/...;base64, URL"], SOURCE)
@@ -132,7 +132,9 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _allowed_path(source: str, policy: GuidePolicy, field_path: str) -> Path:
+def resolve_path(source: str, policy: GuidePolicy, field_path: str) -> Path:
+    """The file a guide path names, if ``policy`` lets it be read; PresetError otherwise (for a
+    caller other than the machine's user, one refusal whatever the reason)."""
     if "\x00" in source:
         raise refusal(field_path, policy)
     if policy.any_path:
@@ -140,7 +142,10 @@ def _allowed_path(source: str, policy: GuidePolicy, field_path: str) -> Path:
         if not path.is_absolute() and policy.relative_to:
             path = Path(policy.relative_to) / path
         if not path.is_file():
-            raise PresetError([f"{field_path}: no image file at {str(path)!r}"], SOURCE)
+            what = "is a folder, not an image file" if path.is_dir() else "no such file"
+            raise PresetError([f"{field_path}: '{path}': {what}"
+                               + (" (a relative path is read from the preset file's folder)"
+                                  if not Path(os.path.expanduser(source)).is_absolute() else "")], SOURCE)
         return path
     if not policy.allow_paths:
         raise refusal(field_path, policy)

@@ -152,7 +152,7 @@ def build_plan(preset: Preset, width: int | None = None, height: int | None = No
             raise PresetError([f"tiles: {tw}x{th} px tiles with at least {t.overlap.x}x{t.overlap.y} px overlap "
                                f"need {count - len(preset.regions)} tiles on this {width}x{height} canvas"
                                + (f" (plus {len(preset.regions)} regions)" if preset.regions else "")
-                               + f"; allowed at most {limits.max_crops} crops per step (a limit of this server): "
+                               + f"; allowed at most {limits.max_crops} crops per step (a limit set in the WebUI's Settings → Mixture of Diffusers): "
                                "use larger tiles or a smaller overlap"])
         try:
             tiles = plan_tiles(width, height, tw, th, overlap, factor)
@@ -160,7 +160,7 @@ def build_plan(preset: Preset, width: int | None = None, height: int | None = No
             raise PresetError([f"tiles: {e}"]) from None
     elif len(preset.regions) > limits.max_crops:
         raise PresetError([f"regions: {len(preset.regions)} regions; allowed at most {limits.max_crops} "
-                           "crops per step (a limit of this server)"])
+                           "crops per step (a limit set in the WebUI's Settings → Mixture of Diffusers)"])
 
     regions = []
     sx, sy = _region_scale(preset, drawn_on, width, height)

@@ -344,7 +344,7 @@ def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMI
         raw_regions = []
     if len(raw_regions) > limits.max_regions:
         c.fail("regions", f"{len(raw_regions)} regions; allowed at most {limits.max_regions} "
-                          "(a limit of this server)")
+                          "(a limit set in the WebUI's Settings → Mixture of Diffusers)")
         raw_regions = []
     for i, raw in enumerate(raw_regions):
         region = _region(c, raw, f"regions[{i}]", units, canvas, limits)
