@@ -966,7 +966,7 @@
             return;
         }
         this.fields.hidden = false;
-        var r = regions[sel], b = this.boxes()[sel], active = document.activeElement;
+        var r = MoDCore.fullRegion(regions[sel]), b = this.boxes()[sel], active = document.activeElement;
         this.fields.style.setProperty("--mod-region-colour", rgb(this.colourOf(sel)));
         var set = function(el, value) {
             if (el === active && !force) return;
@@ -977,7 +977,7 @@
         this.fields.querySelectorAll("[data-field]").forEach(function(el) {
             var key = el.getAttribute("data-field");
             if (el === active && force && el.tagName === "TEXTAREA") return; // never disturb typing
-            set(el, r[key] === undefined ? (key === "weight" ? 1 : key === "seed" ? -1 : "") : r[key]);
+            set(el, r[key]);  // fullRegion fills the defaults (prompt mode "replace", weight 1, seed -1)
         });
     };
 

@@ -93,7 +93,7 @@
         if (!(minOverlap >= 0 && minOverlap < tile)) {
             throw new Error("overlap " + minOverlap + " must be in [0, " + (tile - 1) + "] latent cells (below the tile size)");
         }
-        var count = 1 + Math.ceil((length - tile) / (tile - minOverlap));
+        var count = axisCount(length, tile, minOverlap);
         var span = length - tile;
         var starts = [];
         for (var i = 0; i < count; i++) starts.push(Math.floor((i * span + Math.floor((count - 1) / 2)) / (count - 1)));
@@ -107,6 +107,20 @@
     }
 
     /** planner.plan_tiles: pixel sizes (multiples of the grid), overlap rounded up to the grid. */
+    /** How many tiles planAxis places, without placing them (lib_mixture.planner.axis_count). */
+    function axisCount(length, tile, minOverlap) {
+        return tile >= length ? 1 : 1 + Math.ceil((length - tile) / (tile - minOverlap));
+    }
+
+    /** How many tiles planTiles would place (pixels in), so a huge grid is refused first (planner.tile_count). */
+    function tileCount(canvasWidth, canvasHeight, tileWidth, tileHeight, overlap, factor) {
+        factor = factor || LATENT;
+        var ox = typeof overlap === "object" ? overlap.x : overlap, oy = typeof overlap === "object" ? overlap.y : overlap;
+        var tw = Math.max(1, Math.floor(tileWidth / factor)), th = Math.max(1, Math.floor(tileHeight / factor));
+        return axisCount(Math.floor(canvasWidth / factor), tw, Math.min(Math.ceil(ox / factor), tw - 1)) *
+            axisCount(Math.floor(canvasHeight / factor), th, Math.min(Math.ceil(oy / factor), th - 1));
+    }
+
     function planTiles(canvasWidth, canvasHeight, tileWidth, tileHeight, overlap, factor) {
         factor = factor || LATENT;
         var ox = typeof overlap === "object" ? overlap.x : overlap;
@@ -148,6 +162,9 @@
      * filled in as lib_mixture/preset.py does). Returns {problems: [...]} when the preset
      * cannot be placed, as build_plan raises PresetError.
      */
+    // lib_mixture.limits.Limits.max_crops, the default (a server's owner may set another in its settings)
+    var MAX_CROPS = 2048;
+
     function buildPlan(preset, width, height, batchSize) {
         var factor = LATENT, problems = [];
         if (width === undefined || width === null || height === undefined || height === null) {
@@ -156,26 +173,38 @@
             height = height == null ? preset.canvas.height : height;
         }
         [["width", width], ["height", height]].forEach(function(c) {
-            if (!Number.isInteger(c[1]) || c[1] < factor || c[1] % factor) {
-                problems.push("canvas." + c[0] + ": " + c[1] + " must be a positive multiple of " + factor + " px");
+            if (!Number.isInteger(c[1]) || c[1] < factor) {
+                problems.push("canvas." + c[0] + ": " + c[1] + " must be a whole number of px, at least " + factor +
+                              " (one latent cell)");
             }
         });
         if (problems.length) return {problems: problems};
-        var tiles = null;
+        // Any size: the model samples floor(px / 8) latent cells; boxes scale from the canvas they were drawn on.
+        var drawnOn = preset.canvas || {width: width, height: height};
+        width = Math.floor(width / factor) * factor;
+        height = Math.floor(height / factor) * factor;
+        var tiles = null, nRegions = (preset.regions || []).length;
         if (preset.tiles) {
             var t = tileSettings(preset.tiles);
             var tw = Math.min(roundTo(t.width, factor), width), th = Math.min(roundTo(t.height, factor), height);
+            var count = tileCount(width, height, tw, th, overlapOf(t), factor);
+            if (count + nRegions > MAX_CROPS) {
+                return {problems: ["tiles: " + count + " tiles" + (nRegions ? " plus " + nRegions + " regions" : "") +
+                                   " on this " + width + "x" + height + " canvas; allowed at most " + MAX_CROPS +
+                                   " crops per step: use larger tiles or a smaller overlap"]};
+            }
             try {
                 tiles = planTiles(width, height, tw, th, overlapOf(t), factor);
             } catch (e) {
                 return {problems: ["tiles: " + e.message]};
             }
         }
-        var sx = 1, sy = 1;
+        if (!preset.tiles && nRegions > MAX_CROPS) {
+            return {problems: ["regions: " + nRegions + " regions; allowed at most " + MAX_CROPS + " crops per step"]};
+        }
+        var sx = width / drawnOn.width, sy = height / drawnOn.height;
         if (preset.units === "fraction") {
             sx = width; sy = height;
-        } else if (preset.canvas) {
-            sx = width / preset.canvas.width; sy = height / preset.canvas.height;
         }
         var regions = [];
         (preset.regions || []).forEach(function(r, i) {
@@ -927,11 +956,11 @@
         LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
         DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, MEMORY_MODEL: MEMORY_MODEL, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
         nearest: nearest, roundTo: roundTo, clamp: clamp, snapBox: snapBox, canvasSize: canvasSize,
-        planAxis: planAxis, planTiles: planTiles, modelCallsPerStep: modelCallsPerStep, buildPlan: buildPlan,
+        planAxis: planAxis, planTiles: planTiles, tileCount: tileCount, MAX_CROPS: MAX_CROPS, modelCallsPerStep: modelCallsPerStep, buildPlan: buildPlan,
         planSummary: planSummary, profile: profile, weightField: weightField, normalisedWeightAt: normalisedWeightAt,
         estimateMemory: estimateMemory, hiresSize: hiresSize,
         hitTest: hitTest, handlePoints: handlePoints, boxFromDrag: boxFromDrag, moveBox: moveBox, resizeBox: resizeBox,
-        canonical: canonical, serialise: serialise, parse: parse, modeOf: modeOf, viewBoxes: viewBoxes,
+        canonical: canonical, fullRegion: fullRegion, serialise: serialise, parse: parse, modeOf: modeOf, viewBoxes: viewBoxes,
         snappedBoxes: snappedBoxes, normalise: normalise, tileSettings: tileSettings, weightSettings: weightSettings,
         initialState: initialState, reduce: reduce,
         FITS: FITS, VAE_TILING: VAE_TILING, DEFAULT_UPSCALE: DEFAULT_UPSCALE, UPSCALE_PRESETS: UPSCALE_PRESETS,

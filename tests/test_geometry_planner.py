@@ -80,3 +80,39 @@ def test_grid_covers_every_pixel(w, h, tw, th, o):
                 covered[y][x] = True
     assert all(all(row) for row in covered)
     assert plan.redundancy >= 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(w=st.integers(8, 4000), h=st.integers(8, 4000), tile=st.integers(64, 1024), overlap=st.integers(0, 200),
+       rx=st.floats(0, 0.9), rw=st.floats(0.05, 1.0))
+def test_any_canvas_size_is_planned_on_the_latent_the_model_samples(w, h, tile, overlap, rx, rw):
+    """Every size the WebUI accepts (off the 8 px grid too): the plan's latent is floor(px / 8),
+    the tiles cover it exactly and stay inside it, the count matches `tile_count`, and a region
+    drawn on the requested size lands inside the sampled canvas."""
+    from lib_mixture.plan import build_plan
+    from lib_mixture.planner import tile_count
+    from lib_mixture.preset import PresetError, parse_preset
+
+    overlap = min(overlap, tile // 2)  # dense grids past the crops limit are refused (tested elsewhere)
+    x, width = round(rx * w, 1), max(8.0, round(rw * w * (1 - rx), 1))
+    preset = parse_preset({"version": 1, "tiles": {"width": tile, "height": tile, "overlap": overlap},
+                           "regions": [{"x": x, "y": 0, "width": min(width, w - x), "height": h}]}
+                          if x + 8 <= w else {"version": 1, "tiles": {"width": tile, "height": tile, "overlap": overlap}})
+    try:
+        plan = build_plan(preset, w, h)
+    except PresetError as e:  # only a grid past the crops-per-step limit is refused
+        assert "allowed at most 2048 crops per step" in str(e)
+        return
+    lh, lw = h // 8, w // 8
+    assert plan.latent_size == (lh, lw) and (plan.canvas_width, plan.canvas_height) == (lw * 8, lh * 8)
+    covered = [[0] * lw for _ in range(lh)] if lw * lh <= 40_000 else None
+    for c in plan.crops():
+        assert 0 <= c.box.x and c.box.right <= lw and 0 <= c.box.y and c.box.bottom <= lh
+        if covered is not None and c.cond == "main":
+            for yy in range(c.box.y, c.box.bottom):
+                for xx in range(c.box.x, c.box.right):
+                    covered[yy][xx] = 1
+    if covered is not None:
+        assert all(all(row) for row in covered)
+    assert len(plan.tiles.tiles) == tile_count(plan.canvas_width, plan.canvas_height, plan.tiles.tile_width,
+                                               plan.tiles.tile_height, overlap)

@@ -80,7 +80,7 @@ test("buildPlan matches plan.build_plan for bundled presets and 300 random prese
         assert.ok(Math.abs(s.redundancy - e.redundancy) < 1e-9, `${label}: redundancy ${s.redundancy} vs ${e.redundancy}`);
         compared += 1;
     }
-    assert.ok(compared >= 350 && misfits >= 2, `compared ${compared}, misfits ${misfits}`);
+    assert.ok(compared >= 340 && misfits >= 4, `compared ${compared}, misfits ${misfits}`);
 });
 
 test("profile matches weights.profile (gaussian and constant)", () => {

@@ -19,7 +19,6 @@ import {ROOT} from "./server.mjs";
 const OUTPUT = path.resolve(process.argv[2] || path.join(ROOT, "docs", "editor.png"));
 
 // What README's caption describes. Mode "both" follows from a grid and regions in one preset.
-// prompt_mode is written out: the editor's Prompt mode field stays blank when a region has none.
 const CONFIG = {
     version: 1,
     name: "the panel (docs/editor.png)",
@@ -28,10 +27,8 @@ const CONFIG = {
     tiles: {width: 768, height: 512, overlap: 128, batch_size: 4},
     weights: {kind: "gaussian", variance: 0.01},
     regions: [
-        {x: 64, y: 48, width: 384, height: 352, prompt: "a white lighthouse on a rocky cliff, golden hour", cfg_scale: 9, weight: 3,
-            prompt_mode: "replace"},
-        {x: 560, y: 112, width: 400, height: 352, prompt: "a stormy sea with crashing waves", negative_prompt: "boats",
-            prompt_mode: "replace"},
+        {x: 64, y: 48, width: 384, height: 352, prompt: "a white lighthouse on a rocky cliff, golden hour", cfg_scale: 9, weight: 3},
+        {x: 560, y: 112, width: 400, height: 352, prompt: "a stormy sea with crashing waves", negative_prompt: "boats"},
     ],
 };
 

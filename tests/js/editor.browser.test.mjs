@@ -174,6 +174,23 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         assert.deepEqual(boxOf(c.regions[0]), [r.x + 8, r.y + 64, r.width, r.height]);
     });
 
+    test("a region written without its optional fields shows their defaults, not blanks", async () => {
+        const ed = "#mod_txt2img_editor";
+        const before = await page.inputValue("#mod_txt2img_config textarea");
+        const edited = JSON.parse(before);
+        const r = edited.regions[0];
+        edited.regions[0] = {x: r.x, y: r.y, width: r.width, height: r.height};
+        await page.fill("#mod_txt2img_config textarea", JSON.stringify(edited));
+        await page.waitForFunction(() => MoD.editor("txt2img").state.preset.regions[0].prompt_mode === undefined);
+        await page.click(`${ed} li[data-index="0"]`);
+        assert.equal(await page.inputValue(`${ed} select[data-field=prompt_mode]`), "replace");
+        assert.equal(await page.inputValue(`${ed} input[data-field=weight]`), "1");
+        assert.equal(await page.inputValue(`${ed} input[data-field=seed]`), "-1");
+        await page.fill("#mod_txt2img_config textarea", before);
+        await configWhen((j) => JSON.stringify(j) === JSON.stringify(JSON.parse(before)));
+        await page.click(`${ed} li[data-index="0"]`);
+    });
+
     test("inline fields edit the selected region's prompt, negative prompt, CFG, weight and seed", async () => {
         const ed = "#mod_txt2img_editor";
         await page.fill(`${ed} textarea[data-field=prompt]`, "a stone castle on a hill");

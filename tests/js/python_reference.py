@@ -104,7 +104,8 @@ def cases() -> dict:
         obj = load_preset(path).to_dict()
         for width, height in ((512, 512), (1408, 640), (1408, 896), (3840, 2160), (2560, 1440), (1024, 768), (768, 1344)):
             out["plans"].append(dict(plan_case(obj, width, height), name=name))
-    sizes = [(64, 64), (192, 128), (512, 512), (512, 768), (1024, 1024), (1920, 1080), (2560, 1440), (3840, 2160)]
+    sizes = [(64, 64), (192, 128), (512, 512), (512, 768), (1024, 1024), (1920, 1080), (2560, 1440), (3840, 2160),
+             (665, 998), (252, 188), (256, 196)]  # off the 8 px grid: the WebUI samples floor(px / 8)
     for i in range(300):
         width, height = sizes[i % len(sizes)] if i < 200 else (rng.randrange(64, 4097, 8), rng.randrange(64, 4097, 8))
         out["plans"].append(dict(plan_case(random_preset(rng, width, height), width, height), name=f"random-{i}"))

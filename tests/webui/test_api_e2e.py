@@ -331,7 +331,7 @@ def test_a_batch_of_two_images_with_a_seeded_region(ui, log):
     first, second = (pixels(b) for b in res["images"])
     assert (first != second).any()  # seeds 11 and 12, region seeds 1234 and 1235
     restored = restored_preset(parse_infotext_params(info["infotexts"][1]))
-    assert [r.seed for r in restored.regions] == [-1, 1234, -1]
+    assert [r.seed for r in restored.regions] == [-1, 1235, -1]  # image 2 used the region seed + 1
     unseeded = ui.txt2img(BASE_JOB, batch_size=2, **mod(True, preset(tiles=TILES, regions=THREE_REGIONS)))
     assert (pixels(unseeded["images"][0]) != first).any()  # the region's own noise was used
 
