@@ -95,6 +95,8 @@ def test_hostile_shapes_are_refused_quickly():
     many = {"version": 1, "tiles": {"width": 64, "height": 64, "overlap": 56}}
     result = _outcome(build_plan, parse_preset(many), 16384, 16384)
     assert "need 4165681 tiles" in str(result) and "allowed at most 2048" in str(result)
+    flat = {"version": 1, "tiles": {}, "name": [0] * 200_000}  # shallow but huge
+    assert "more than 100000 JSON values" in str(_outcome(parse_preset, flat))
     long_key = {"version": 1, "tiles": {}, "x" * 1_000_000: 1}
     assert len(str(_outcome(parse_preset, long_key))) < 400
     huge = '{"version":1,"regions":[],"name":"' + "x" * (97 * 2**20) + '"}'
