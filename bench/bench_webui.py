@@ -1,49 +1,42 @@
 #!/usr/bin/env python3
-"""Time per step and peak memory through a real A1111 WebUI on the CPU, tiny model.
+"""Sampling time per step through a real A1111 WebUI on the CPU, tiny model: the WebUI alone,
+this extension and Tiled Diffusion on the same tiles, side by side in one run.
 
 Configurations, each on its own fresh server process (so the process's memory high-water
 mark belongs to that configuration alone); for one canvas size all of them are up side by
-side and their jobs interleaved, so load from other work on the machine hits them alike:
+side and their jobs interleaved (off, ours, TD, off, ours, TD, ...), so load from other work
+on the machine hits them alike:
 
 * ``off``: the WebUI without extensions;
-* ``ours b1`` / ``ours b8``: this extension, a tile grid with tile batch size 1 / 8;
-* ``TD b1`` / ``TD b8``: the "Tiled Diffusion" extension (pkuliyi2015/
-  multidiffusion-upscaler-for-automatic1111), method "Mixture of Diffusers", the same tiles,
-  overlap and batch sizes; only when its checkout is given (``--td`` or ``MOD_TD_DIR``).
+* ``ours``: this extension, a tile grid, ``--batch`` crops per model call (default 4);
+* ``TD``: the "Tiled Diffusion" extension (pkuliyi2015/multidiffusion-upscaler-for-automatic1111),
+  method "Mixture of Diffusers", the same tiles, overlap and batch size; only when its
+  checkout is given (``--td`` or ``MOD_TD_DIR``).
 
-Tiles: 512x512 px (64x64 latent) with a 64 px (8 latent) minimum overlap; both extensions
-place the same grid for these sizes (3x3 tiles at 1024, 5x5 at 2048), spread evenly with
-flush edges. Both extensions even out their batches (25 tiles at batch 8: 4 calls of
-7, 7, 7 and 4 tiles).
+Tiles: 512x512 px (64x64 latent) with a 128 px (16 latent) minimum overlap; both extensions
+place the same grid for these sizes (3x3 tiles at 1024, 5x5 at 2048), spread evenly with flush
+edges. Sampler Euler a, ``--steps`` steps (default 8).
 
-Time per step: ``s/step`` is the sampling time divided by the steps, the sampling time
-being from the WebUI's own sampler progress bar starting (``0/N``) to its end (``N/N``), as
-seen in the server log by polling it every 20 ms. That leaves out the fixed cost of a job
-(prompt encoding, the full-canvas VAE decode, PNG encoding, HTTP), which at 2048x2048 is
-most of the request; it keeps everything the extensions do per step (this extension builds
-its plan at the first step, inside the window; Tiled Diffusion builds its own before the
-sampler starts, outside it). ``job s`` is the whole request as a caller sees it.
-With ``--repeats N`` (default 2) the fastest of N jobs is kept.
+Sampling time, two ways, each the median of ``--repeats`` runs (default 3) after one warm-up
+job per server:
 
-Memory: ``peak RSS`` is the server process's ``VmHWM`` (``/proc/<pid>/status``) after its
-jobs: its peak resident set over its whole life on that configuration (start-up, a 128x128
-warm-up, the measured jobs). ``sampling RSS`` is the largest ``VmRSS`` sampled every 20 ms
-while the sampler runs: what the denoising itself needs. The gap between the two is the VAE
-decode of the full canvas, which the host does after sampling without tiling
-(``--opt-sdp-attention`` is on, as in the launcher, so the decoder's attention does not build
-the full attention matrix). With the tiny model the UNet is small, so at 2048x2048 the
-decode dominates every configuration's peak.
+* ``bar s``: from the WebUI's own sampler progress bar starting (``0/N``) to its end
+  (``N/N``), as seen in the server log by polling it every 20 ms; it keeps everything the
+  extensions do per step and leaves out a job's fixed cost (prompt encoding, VAE decode, PNG,
+  HTTP);
+* ``tN-t1 s``: the whole request of an N-step job minus that of a 1-step job (same seed and
+  size): N - 1 steps, whatever the progress bar shows.
+
+``s/step`` is ``tN-t1`` / (N - 1). Ratios are against ``off`` and against ``TD``. ``peak RSS``
+is the server's ``VmHWM`` over its life on that configuration.
 
     MOD_WEBUI_DIR=/work/webui python3 bench/bench_webui.py --td /work/td-bench/td
-    MOD_WEBUI_DIR=/work/webui python3 bench/bench_webui.py --quick      # 1024 only, 1 job each
+    MOD_WEBUI_DIR=/work/webui python3 bench/bench_webui.py --quick      # 1024 only, 1 run each
 
 Threads: each server runs torch on one CPU thread by default (``--threads``). On a small
 machine shared with other work, two OpenMP threads per process oversubscribe the cores and
 every small operator waits at a barrier for a descheduled thread; times then vary several
-fold from run to run, and most for many small model calls (tile batch 1). One thread makes
-the ratios repeatable.
-
-Up to five servers run at once (about 1.2-1.5 GB resident each when idle, on this model).
+fold from run to run. One thread makes the ratios repeatable.
 
 Tiled Diffusion's API arguments are positional: the values its ``ui()`` returns, in order.
 ``TD_ARGS`` below names them (from its scripts/tilediffusion.py, v. commit 22798f6); the
@@ -57,6 +50,7 @@ import argparse
 import os
 import re
 import sys
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -70,7 +64,7 @@ import launcher  # noqa: E402
 
 OUR_NAME = "sd-webui-mixture-of-diffusers"
 TD_NAME = "multidiffusion-upscaler-for-automatic1111"
-TILE_PX, OVERLAP_PX = 512, 64
+TILE_PX, OVERLAP_PX = 512, 128
 
 # Tiled Diffusion's positional arguments, in its ui() return order: (name, default, label in
 # /sdapi/v1/script-info or None when not checked). 21 values, then 8 regions x 10 values.
@@ -198,7 +192,7 @@ class JobWatch:
 
 def job(size: int, steps: int, seed: int = 1) -> dict:
     return {"prompt": "a wide mountain landscape, detailed", "negative_prompt": "blurry", "steps": steps,
-            "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 7.0, "width": size, "height": size,
+            "sampler_name": "Euler a", "scheduler": "Automatic", "cfg_scale": 7.0, "width": size, "height": size,
             "seed": seed, "batch_size": 1, "n_iter": 1, "send_images": True, "save_images": False}
 
 
@@ -224,7 +218,7 @@ class Config:
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
         self.ui = launcher.WebUI(ckpt, extensions=extensions, log_path=log_path, request_timeout=3600,
                                  startup_timeout=900, env=env)
-        self.jobs: list[tuple[float, float, int]] = []  # (job s, sampling s, sampling peak KiB)
+        self.jobs: list[tuple[float, float, float, int]] = []  # (job s, bar s, tN-t1 s, sampling peak KiB)
         self.idle = self.hwm = 0
 
     def start(self) -> None:
@@ -235,14 +229,18 @@ class Config:
         self.idle = proc_status(self.ui.proc.pid, "VmRSS")
 
     def run(self, size: int, steps: int) -> None:
-        payload = dict(job(size, steps), alwayson_scripts=config_scripts(self.kind, self.batch))
-        with JobWatch(self.ui, steps) as watch:
-            t0 = time.perf_counter()
-            res = self.ui.post("/sdapi/v1/txt2img", payload)
-            elapsed = time.perf_counter() - t0
-        if len(res.get("images", [])) != 1:
-            raise RuntimeError(f"{self.label}: no image returned")
-        self.jobs.append((elapsed, watch.sampling_seconds, watch.sampling_peak))
+        """One N-step job (progress bar watched) and one 1-step job, back to back."""
+        scripts = config_scripts(self.kind, self.batch)
+        timings = []
+        for n in (steps, 1):
+            with JobWatch(self.ui, n) as watch:
+                t0 = time.perf_counter()
+                res = self.ui.post("/sdapi/v1/txt2img", dict(job(size, n), alwayson_scripts=scripts))
+                timings.append((time.perf_counter() - t0, watch))
+            if len(res.get("images", [])) != 1:
+                raise RuntimeError(f"{self.label}: no image returned")
+        (t_n, watch), (t_1, _) = timings
+        self.jobs.append((t_n, watch.sampling_seconds, t_n - t_1, watch.sampling_peak))
 
     def finish(self) -> None:
         self.hwm = proc_status(self.ui.proc.pid, "VmHWM")
@@ -255,11 +253,10 @@ class Config:
             raise RuntimeError(f"{self.label}: the server logged a traceback:\n" + after_start[-3000:])
 
     def row(self, size: int, steps: int) -> dict:
-        job_s = min(j[0] for j in self.jobs)
-        sampling_s = min(j[1] for j in self.jobs)
-        return {"config": self.label, "size": size, "s_step": sampling_s / steps, "job_s": job_s,
-                "peak_mb": self.hwm / 1024, "sampling_mb": max(j[2] for j in self.jobs) / 1024,
-                "idle_mb": self.idle / 1024}
+        med = lambda i: statistics.median(j[i] for j in self.jobs)  # noqa: E731
+        return {"config": self.label, "size": size, "job_s": med(0), "bar_s": med(1), "diff_s": med(2),
+                "s_step": med(2) / (steps - 1), "runs": len(self.jobs), "peak_mb": self.hwm / 1024,
+                "sampling_mb": max(j[3] for j in self.jobs) / 1024}
 
 
 def measure_size(configs, ckpt, td_dir, log_dir, size, steps, repeats, threads) -> list[dict]:
@@ -269,13 +266,16 @@ def measure_size(configs, ckpt, td_dir, log_dir, size, steps, repeats, threads) 
         with ThreadPoolExecutor(len(runs)) as pool:
             for f in [pool.submit(c.start) for c in runs]:
                 f.result()
+        for c in runs:  # one warm-up job at the measured size (plans, caches, allocator)
+            c.run(size, steps)
+            c.jobs.clear()
         for r in range(repeats):
             for c in runs:
                 print(f"... {size}x{size} {c.label} (run {r + 1}/{repeats})", file=sys.stderr, flush=True)
                 c.run(size, steps)
-                job_s, sampling_s, peak = c.jobs[-1]
-                print(f"    job {job_s:.2f} s, sampling {sampling_s:.2f} s, sampling RSS {peak / 1024:.0f} MB",
-                      file=sys.stderr, flush=True)
+                job_s, bar_s, diff_s, peak = c.jobs[-1]
+                print(f"    job {job_s:.2f} s, bar {bar_s:.2f} s, t{steps}-t1 {diff_s:.2f} s, "
+                      f"sampling RSS {peak / 1024:.0f} MB", file=sys.stderr, flush=True)
         for c in runs:
             c.finish()
     finally:
@@ -284,12 +284,28 @@ def measure_size(configs, ckpt, td_dir, log_dir, size, steps, repeats, threads) 
     return [c.row(size, steps) for c in runs]
 
 
+def build_checkpoint() -> Path:
+    """The tiny random checkpoint, built by the WebUI's own python (this process needs no torch)."""
+    import subprocess
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="mod-bench-ckpt-")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import tiny_checkpoint; "
+            "print(tiny_checkpoint.build_tiny_checkpoint(sys.argv[2]))")
+    python = launcher.default_webui_python(launcher.default_webui_dir())
+    out = subprocess.run([str(python), "-c", code, str(ROOT / "tests" / "webui"), folder], check=True,
+                         capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1024x1024 only, one repeat")
+    ap.add_argument("--quick", action="store_true", help="1024x1024 only, one run")
     ap.add_argument("--sizes", default="1024,2048", help="square canvas sizes in px (default 1024,2048)")
-    ap.add_argument("--steps", type=int, default=3, help="steps of the measured job (>= 2; default 3)")
-    ap.add_argument("--repeats", type=int, default=2, help="jobs per configuration; the fastest is kept (default 2)")
+    ap.add_argument("--steps", type=int, default=8, help="steps of the measured job (>= 2; default 8)")
+    ap.add_argument("--batch", type=int, default=4, help="crops per model call for both extensions (default 4)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs per configuration; the median is "
+                                                            "kept (default 3)")
     ap.add_argument("--td", default=os.environ.get("MOD_TD_DIR"),
                     help="Tiled Diffusion checkout (default $MOD_TD_DIR); without it only ours runs")
     ap.add_argument("--ckpt", default=os.environ.get("MOD_TINY_CKPT"),
@@ -309,39 +325,34 @@ def main(argv=None) -> int:
     if td_dir is not None and not (td_dir / "scripts" / "tilediffusion.py").is_file():
         print(f"no Tiled Diffusion at {td_dir}; measuring ours only", file=sys.stderr)
         td_dir = None
-    if args.ckpt:
-        ckpt = Path(args.ckpt)
-    else:
-        import tempfile
-
-        import tiny_checkpoint
-
-        ckpt = tiny_checkpoint.build_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="mod-bench-ckpt-")))
+    ckpt = Path(args.ckpt) if args.ckpt else build_checkpoint()
     keep = Path(args.keep_logs) if args.keep_logs else None
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
 
-    configs = [("off", "off", 1), ("ours b1", "ours", 1), ("ours b8", "ours", 8)]
+    configs = [("off", "off", 1), ("ours", "ours", args.batch)]
     if td_dir is not None:
-        configs += [("TD b1", "td", 1), ("TD b8", "td", 8)]
+        configs.append(("TD", "td", args.batch))
     rows = []
     for size in sizes:
         rows += measure_size(configs, ckpt, td_dir, keep, size, args.steps, repeats, args.threads)
 
     threads = args.threads or "default"
     print(f"\nWebUI {launcher.default_webui_dir()}, CPU ({os.cpu_count()} cores, {threads} thread(s) per server), "
-          f"tiny SD1.x model, Euler, "
-          f"{args.steps} steps, tiles {TILE_PX}px overlap {OVERLAP_PX}px, best of {repeats}; "
-          f"s/step = sampling time (server log progress bar) / steps; job s = whole request")
-    header = f"{'config':<10} {'size':>9} {'s/step':>8} {'ratio':>6} {'job s':>7} {'peak RSS MB':>12} {'sampling RSS MB':>16}"
+          f"tiny SD1.x model, Euler a, {args.steps} steps, tiles {TILE_PX}px overlap {OVERLAP_PX}px, "
+          f"{args.batch} crops a call, median of {repeats} interleaved runs")
+    header = (f"{'config':<6} {'size':>9} {'bar s':>7} {f't{args.steps}-t1 s':>8} {'s/step':>7} {'vs off':>7} "
+              f"{'vs TD':>6} {'job s':>7} {'peak RSS MB':>12}")
     print(header)
     print("-" * len(header))
     for size in sizes:
-        base = next(r for r in rows if r["size"] == size and r["config"] == "off")
-        for r in (r for r in rows if r["size"] == size):
-            ratio = r["s_step"] / base["s_step"] if base["s_step"] > 0 else float("nan")
-            print(f"{r['config']:<10} {f'{size}x{size}':>9} {r['s_step']:8.3f} {ratio:6.2f} {r['job_s']:7.2f} "
-                  f"{r['peak_mb']:12.0f} {r['sampling_mb']:16.0f}")
+        here = [r for r in rows if r["size"] == size]
+        base = next(r for r in here if r["config"] == "off")
+        td = next((r for r in here if r["config"] == "TD"), None)
+        for r in here:
+            vs_td = f"{r['diff_s'] / td['diff_s']:6.2f}" if td else f"{'-':>6}"
+            print(f"{r['config']:<6} {f'{size}x{size}':>9} {r['bar_s']:7.2f} {r['diff_s']:8.2f} {r['s_step']:7.3f} "
+                  f"{r['diff_s'] / base['diff_s']:7.2f} {vs_td} {r['job_s']:7.2f} {r['peak_mb']:12.0f}")
     return 0
 
 
