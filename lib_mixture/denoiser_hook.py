@@ -10,6 +10,15 @@ masks, callbacks. Host specifics (how conditionings are joined, how previews are
 how an interrupt is raised) come in through `HostHooks`, so this module is tested with the
 real k-diffusion samplers and a host stand-in, and runs unchanged in the WebUI.
 
+A tile grid without regions takes a shorter path, `inner_forward`: every crop has the
+canvas's own conditioning and guidance scale, and the host's CFG combination is linear in
+the model outputs (``uncond + scale * (cond - uncond)``, weights summing to 1 on every pixel),
+so mixing the raw model outputs and combining once equals combining per crop and mixing.
+The host's forward then runs once per step on the canvas, as without the extension, and only
+its inner model call (the UNet) is split into crop batches. Its per-call work (conditioning
+reconstruction, callbacks, CFG combination, masks, the x0 estimate, the preview) is done once
+per step instead of once per batch; the UNet work is the same.
+
 Contract kept with the host, whatever happens inside (an interrupt is a BaseException):
 the denoiser's ``step`` advances by exactly one per canvas call; ``mask``, ``nmask`` and
 ``init_latent`` are the full-size ones again afterwards; ``sampler.last_latent`` is always
@@ -37,13 +46,17 @@ class HostHooks:
     ``join(conds, unconds)`` makes one batch's conditioning from per-crop ones (each for the
     canvas batch of B images), in crop order. ``capture_previews()`` is a context manager
     that, while open, records the host's per-call live previews into the list it yields
-    instead of showing them; ``show_preview(latent)`` shows one. ``before_batch(i, n)`` runs
+    instead of showing them; ``show_preview(latent)`` shows one. ``wrap_inner(den, make)`` is a
+    context manager that, while open, has the host's forward call ``make(inner)`` instead of its
+    inner model ``inner`` (`inner_forward`; without it every job takes `mixture_forward`).
+    ``before_batch(i, n)`` runs
     before host call ``i`` of ``n`` in a step (progress text; it may raise to interrupt).
     ``around_call(specs)`` is a context manager entered around each host call, for host state
     that depends on the crop's size (the WebUI's Hypertile splits attention by aspect ratio).
     """
 
     join: Callable[[list, list], tuple[Any, Any]]
+    wrap_inner: Callable[[Any, Callable[[Any], Any]], Any] | None = None
     capture_previews: Callable[[], Any] | None = None
     show_preview: Callable[[torch.Tensor], None] | None = None
     before_batch: Callable[[int, int], None] | None = None
@@ -70,6 +83,7 @@ class PassState:
     levels: str = "sigma"  # or "timestep"
     alphas_cumprod: torch.Tensor | None = None
     calls: int = 0  # canvas calls so far (tests and progress)
+    inner: bool = False  # every crop has the canvas's conditioning and scale: `inner_forward`
 
 
 def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tensor, uncond: Any, cond: Any,
@@ -124,6 +138,75 @@ def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tens
     if hooks.show_preview is not None:
         hooks.show_preview(preview)
     return denoised
+
+
+def inner_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tensor, uncond: Any, cond: Any,
+                  cond_scale: float, s_min_uncond: float, image_cond: Any, state: PassState,
+                  hooks: HostHooks) -> torch.Tensor:
+    """One canvas prediction from the host's own forward, its inner model call mixed over crops.
+
+    Only for crops that all use the canvas's conditioning and guidance scale (``state.inner``).
+    """
+    if state.guides and state.noise is not None:
+        _apply_guides(x, sigma, state, den.step)
+    with hooks.wrap_inner(den, lambda inner: TiledInner(inner, state, hooks)):
+        out = orig(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+    state.calls += 1
+    return out
+
+
+class TiledInner(torch.nn.Module):
+    """Stands in for the host's inner model (``model(x, sigma, cond=...)``) during one forward:
+    a canvas-sized call becomes one call per crop batch, its outputs mixed with the compiled
+    weights. Conditioning values with one row per canvas row are cropped when spatial
+    (``c_concat`` of inpainting models, canvas-sized) and repeated per crop otherwise (text
+    embeddings, SDXL's vector), in the crops' row order. Other attributes are the inner
+    model's. A module, because hosts keep their inner model as a child module; the inner model
+    is held outside the module tree, so it is not registered twice."""
+
+    def __init__(self, inner: Any, state: PassState, hooks: HostHooks):
+        super().__init__()
+        for name, value in (("inner", inner), ("state", state), ("hooks", hooks)):
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if "inner" not in self.__dict__:
+                raise
+            return getattr(self.__dict__["inner"], name)
+
+    def forward(self, x: torch.Tensor, sigma: Any, **kwargs: Any) -> torch.Tensor:
+        mixture = self.state.mixture
+        if tuple(x.shape[-2:]) != (mixture.height, mixture.width):
+            return self.inner(x, sigma, **kwargs)
+        rows, size, hooks = x.shape[0], tuple(x.shape[-2:]), self.hooks
+
+        def predict(x_in: torch.Tensor, sigma_in: Any, specs: Sequence[CropSpec]) -> torch.Tensor:
+            tiled = {k: _tile_value(v, specs, rows, size) for k, v in kwargs.items()}
+            around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
+            with around:
+                out = self.inner(x_in, sigma_in, **tiled)
+            _check_rows([out], rows * len(specs))
+            return out
+
+        return mixture(x, sigma, predict, on_batch=hooks.before_batch)
+
+
+def _tile_value(value: Any, specs: Sequence[CropSpec], rows: int, size: tuple) -> Any:
+    """A conditioning value for a batch of crops: per-row tensors cropped (canvas-sized, 4-D) or
+    repeated per crop, crop-major; dicts and lists entry by entry; anything else as it is."""
+    if isinstance(value, dict):
+        return {k: _tile_value(v, specs, rows, size) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_tile_value(v, specs, rows, size) for v in value)
+    if not isinstance(value, torch.Tensor) or value.ndim == 0 or value.shape[0] != rows:
+        return value
+    if value.ndim == 4 and tuple(value.shape[-2:]) == size:
+        crops = [value[:, :, s.box.y:s.box.bottom, s.box.x:s.box.right] for s in specs]
+        return crops[0] if len(crops) == 1 else torch.cat(crops)
+    return value if len(specs) == 1 else torch.cat([value] * len(specs))
 
 
 def _apply_guides(x: torch.Tensor, sigma: torch.Tensor, state: PassState, call: int) -> None:

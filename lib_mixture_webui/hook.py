@@ -16,7 +16,7 @@ from typing import Any
 
 from modules import sd_samplers_cfg_denoiser, sd_samplers_common, shared
 
-from lib_mixture.denoiser_hook import HostHooks, mixture_forward
+from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward
 
 from . import conds as region_conds
 
@@ -55,8 +55,8 @@ def dispatch(original, den, job, x, sigma, uncond, cond, cond_scale, s_min_uncon
     if state is None:
         return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
     _refuse_unsupported()
-    return mixture_forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state,
-                           _HOOKS)
+    forward = inner_forward if state.inner else mixture_forward
+    return forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state, _HOOKS)
 
 
 def _switch_refiner(den, sigma) -> bool:
@@ -75,6 +75,21 @@ def _refuse_unsupported() -> None:
     if patched is not None and "webui" in getattr(patched, "__name__", ""):
         raise RuntimeError("Mixture of Diffusers: ControlNet is active in this job, and its control images "
                            "are not cropped per tile; turn off ControlNet or Mixture of Diffusers for this job")
+
+
+@contextlib.contextmanager
+def _wrap_inner(den, make):
+    """The host's inner model (``den.inner_model``, a property over ``den.model_wrap`` in every
+    CFG denoiser of 1.6 to 1.10) replaced by ``make(inner)`` for one forward. A refiner switch
+    inside the forward resets ``model_wrap``; then the host's new one is left in place."""
+    real = den.inner_model
+    wrapper = make(real)
+    den.model_wrap = wrapper
+    try:
+        yield
+    finally:
+        if den.model_wrap is wrapper:
+            den.model_wrap = real
 
 
 @contextlib.contextmanager
@@ -137,5 +152,5 @@ def _around_call(specs):
             p.aspect_ratio, p.tile_size = aspect, size
 
 
-_HOOKS = HostHooks(join=region_conds.join, capture_previews=_capture_previews, show_preview=_show_preview,
-                   before_batch=_before_batch, around_call=_around_call)
+_HOOKS = HostHooks(join=region_conds.join, wrap_inner=_wrap_inner, capture_previews=_capture_previews,
+                   show_preview=_show_preview, before_batch=_before_batch, around_call=_around_call)

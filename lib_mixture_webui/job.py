@@ -96,7 +96,8 @@ class Job:
             keys[r.index] = region_conds.token_key(conds[r.index][1])
         crops = [dataclasses.replace(c, batch_key=keys[c.cond]) for c in crops]
         mixture = compile_mixture(crops, x.shape[-2], x.shape[-1], plan.batch_size, device=x.device)
-        state = PassState(mixture, conds)
+        # Without regions every crop has the canvas's conds and scale: split only the UNet call.
+        state = PassState(mixture, conds, inner=not plan.regions)
         self._add_guides(state, plan, p, den, x, hires)
         return state
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from k_diffusion import sampling
 
-from lib_mixture.denoiser_hook import HostHooks, PassState, mixture_forward
+from lib_mixture.denoiser_hook import HostHooks, PassState, inner_forward, mixture_forward
 from lib_mixture.geometry import Box, to_latent
 from lib_mixture.guide import GuideSpec, active_calls
 from lib_mixture.mixture import compile_mixture
@@ -260,3 +260,146 @@ def test_guide_box_holds_the_noised_guide_while_active():
             torch.testing.assert_close(box, expected, rtol=1e-5, atol=1e-5)
         else:
             assert not torch.allclose(box, expected, atol=1e-3)
+
+
+# ---- the tile-grid path: the host's forward once per step, its inner model call split ------------
+
+
+class InnerModel(torch.nn.Module):
+    """The host's inner model contract: ``model(x, sigma, cond={"c_crossattn": [emb], "c_concat": [img]})``,
+    a child module of the CFG denoiser. The inpainting-style ``c_concat`` adds a spatial term, so
+    a wrongly cropped one shows."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls, self.sizes = model, 0, []
+        self.sigma_data = 1.0  # an attribute the host's callbacks may read
+
+    def forward(self, x, sigma, cond):
+        self.calls += 1
+        self.sizes.append(tuple(x.shape))
+        out = self.model(x, sigma, cond["c_crossattn"][0])
+        concat = cond["c_concat"][0]
+        if concat is not None and concat.ndim == 4:
+            out = out + 0.1 * concat[:, :1]
+        return out
+
+
+class InnerStandIn(StandInDenoiser):
+    """The WebUI CFGDenoiser's forward around an inner model held in ``model_wrap``."""
+
+    def __init__(self, model, image_cond=None):
+        super().__init__(model)
+        self.model_wrap = InnerModel(model)
+        self.forwards = 0
+
+    @property
+    def inner_model(self):
+        return self.model_wrap
+
+    def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        self.forwards += 1
+        x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
+        ic = torch.cat([image_cond, image_cond]) if isinstance(image_cond, torch.Tensor) else None
+        out = self.inner_model(x_in, sigma_in, cond={"c_crossattn": [torch.stack(list(cond) + list(uncond))],
+                                                     "c_concat": [ic]})
+        c, u = out.chunk(2)
+        denoised = u + (c - u) * cond_scale
+        if self.mask is not None:
+            denoised = denoised * self.nmask + self.init_latent * self.mask
+        self.sampler.last_latent = c
+        store_latent(denoised)
+        self.step += 1
+        return denoised
+
+
+def wrap_inner(den, make):
+    import contextlib
+
+    @contextlib.contextmanager
+    def swap():
+        real = den.inner_model
+        wrapper = make(real)
+        den.model_wrap = wrapper
+        try:
+            yield
+        finally:
+            if den.model_wrap is wrapper:
+                den.model_wrap = real
+    return swap()
+
+
+INNER_HOOKS = HostHooks(join=HOOKS.join, wrap_inner=wrap_inner, capture_previews=capture_previews,
+                        show_preview=lambda latent: store_latent(latent))
+
+
+class InnerHooked(InnerStandIn):
+    state = None
+    hooks = INNER_HOOKS
+    path = "inner"
+
+    def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        path = inner_forward if self.path == "inner" else mixture_forward
+        return path(InnerStandIn.forward, self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond,
+                    self.state, self.hooks)
+
+
+@pytest.mark.parametrize("name", ["euler", "euler_a", "dpmpp_2m", "heun"])
+def test_the_tile_path_equals_mixing_each_crops_cfg_result(name):
+    """Mixing the model outputs and combining once (the host's forward once per step) gives what
+    combining per crop and mixing gives: CFG is linear and the weights sum to 1 (masks too)."""
+    emb, x, sigmas, extra = setup()
+    image_cond = torch.randn(2, 5, 24, 40)
+    extra = dict(extra, image_cond=image_cond)
+    crops = tile_crops(40, 24, 16, 16, 4)
+    init, mask = torch.randn(2, 4, 24, 40), torch.zeros(4, 24, 40)
+    mask[:, :, :6] = 1  # inpainting: the left columns are kept
+    outs, dens = [], []
+    for path in ("inner", "per-batch"):
+        den = InnerHooked(ToyModel())
+        den.path = path
+        den.mask, den.nmask, den.init_latent = mask, 1 - mask, init
+        den.state = PassState(compile_mixture(crops, 24, 40, batch_size=4), inner=path == "inner")
+        outs.append(SAMPLERS[name](den, x.clone(), sigmas, extra))
+        dens.append(den)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)  # float rounding, values of order 10
+    inner, per_batch = dens
+    steps = inner.state.calls
+    calls = compile_mixture(crops, 24, 40, batch_size=4).model_calls_per_step
+    assert inner.forwards == steps and per_batch.forwards == steps * calls  # the host's forward once per step
+    assert inner.model_wrap.calls == per_batch.model_wrap.calls == steps * calls  # the same UNet work
+    assert set(inner.model_wrap.sizes) == {(12, 4, 16, 16)}  # 3 crops x (cond + uncond) x 2 images, never the canvas
+    assert isinstance(inner.model_wrap, InnerModel)  # the host's own inner model again
+
+
+def test_the_tile_path_crops_spatial_conditioning_and_repeats_the_rest():
+    from lib_mixture.denoiser_hook import _tile_value
+
+    specs = [CropSpec(Box(0, 0, 4, 3)), CropSpec(Box(2, 1, 4, 3))]
+    canvas = torch.arange(2 * 1 * 5 * 7, dtype=torch.float32).view(2, 1, 5, 7)
+    text = torch.randn(2, 77, 8)
+    vector = torch.randn(2, 12)
+    tiled = _tile_value({"c_crossattn": [text], "c_concat": [canvas], "vector": vector, "other": 3}, specs, 2, (5, 7))
+    assert torch.equal(tiled["c_crossattn"][0], torch.cat([text, text]))  # crop-major rows
+    assert torch.equal(tiled["vector"], torch.cat([vector, vector]))
+    assert torch.equal(tiled["c_concat"][0], torch.cat([canvas[:, :, 0:3, 0:4], canvas[:, :, 1:4, 2:6]]))
+    assert tiled["other"] == 3
+    assert _tile_value([text], specs[:1], 2, (5, 7))[0] is text
+
+
+def test_an_interrupt_in_the_tile_path_restores_the_inner_model():
+    class Interrupted(BaseException):
+        pass
+
+    emb, x, sigmas, extra = setup()
+    den = InnerHooked(ToyModel())
+    real = den.model_wrap
+
+    def stop_at_second(i, n):
+        if i == 1:
+            raise Interrupted
+    den.hooks = HostHooks(join=HOOKS.join, wrap_inner=wrap_inner, before_batch=stop_at_second)
+    den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40, batch_size=2), inner=True)
+    with pytest.raises(Interrupted):
+        den(x.clone(), sigmas[:1].repeat(2), **extra)
+    assert den.model_wrap is real and real.calls == 1

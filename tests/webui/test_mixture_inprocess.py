@@ -94,7 +94,21 @@ def test_disabled_costs_nothing_and_changes_nothing(script, unet_calls):
     assert "Mixture of Diffusers" not in off.infotexts[0]
 
 
-def test_host_calls_per_step_are_ceil_crops_over_batch(script, unet_calls):
+@pytest.fixture
+def model_calls(host):
+    """The latent size of every UNet call."""
+    from modules import shared
+
+    seen = []
+    handle = shared.sd_model.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    yield seen
+    handle.remove()
+
+
+def test_model_calls_per_step_are_ceil_crops_over_batch(script, unet_calls, model_calls):
+    """A tile grid: the host's CFG forward runs once per step on the canvas, as without the
+    extension; its UNet call is split into ceil(crops / batch) calls on tiles."""
     from lib_mixture.plan import build_plan
     from lib_mixture.preset import parse_preset
 
@@ -104,8 +118,20 @@ def test_host_calls_per_step_are_ceil_crops_over_batch(script, unet_calls):
     assert res.images[0].size == (W, H)
     per_step = math.ceil(len(plan.tiles.tiles) / TILES["batch_size"])
     assert len(plan.tiles.tiles) == 6 and per_step == 3 == plan.model_calls_per_step
-    assert len(unet_calls) == 3 * per_step
-    assert set(unet_calls) == {(12, 12)}  # every host call sees a tile, never the canvas
+    assert unet_calls == [(H // 8, W // 8)] * 3  # one host forward per step, on the canvas
+    assert model_calls == [(12, 12)] * (3 * per_step)  # every UNet call sees tiles, never the canvas
+
+
+def test_regions_take_one_host_call_per_batch(script, unet_calls, model_calls):
+    """Regions have their own conds and scales: each batch of crops goes through the host's forward."""
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    config = preset(tiles=TILES, regions=THREE_REGIONS)
+    calls = build_plan(parse_preset(config), W, H).model_calls_per_step
+    run(script, config)
+    assert len(unet_calls) == len(model_calls) == 3 * calls
+    assert (H // 8, W // 8) not in set(model_calls)
 
 
 SAMPLERS = ["Euler", "Euler a", "DPM++ 2M", "Heun", "DPM++ SDE", "DDIM", "PLMS", "UniPC", "LCM"]
@@ -318,7 +344,7 @@ def vae_active():
     return vae.active()
 
 
-def test_upscale_uses_the_host_upscaler_and_the_tile_grid(script, unet_calls, monkeypatch):
+def test_upscale_uses_the_host_upscaler_and_the_tile_grid(script, model_calls, monkeypatch):
     from modules import images, infotext_utils
 
     from lib_mixture_webui.args import pasted_config, read_args
@@ -332,12 +358,12 @@ def test_upscale_uses_the_host_upscaler_and_the_tile_grid(script, unet_calls, mo
         return real_resize(mode, im, width, height, upscaler_name=upscaler_name)
     monkeypatch.setattr(images, "resize_image", spy)
     config = preset(tiles=TILES, upscale={"upscaler": "nearest", "width": W, "height": H, "fit": "pad"})
-    del unet_calls[:]
+    del model_calls[:]
     res = img2img(script, init, config, width=64, height=64)  # the UI's size is replaced by the target
     assert res.images[0].size == (W, H)
     # 96x64 (3:2) padded into 192x128 (3:2) is exact; the host's upscaler by its own spelling
     assert seen[0] == ((96, 64), (W, H), "Nearest")
-    assert unet_calls and set(unet_calls) == {(12, 12)}  # tiles only, never the 24x16 canvas
+    assert model_calls and set(model_calls) == {(12, 12)}  # tiles only, never the 24x16 canvas
     params = infotext_utils.parse_generation_parameters(res.infotexts[0])
     assert params["Size-1"] == str(W) and params["Size-2"] == str(H)
     _, restored = read_args([True, pasted_config(params)])
