@@ -155,6 +155,21 @@ def inner_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tensor
     return out
 
 
+@contextmanager
+def wrap_inner_slot(den: Any, make: Callable[[Any], Any], slot: str) -> Iterator[None]:
+    """Have ``den.inner_model`` (a property over the attribute ``slot``) be ``make(inner)`` until
+    the block ends. If the host replaced the slot meanwhile (a refiner switch resets it), its new
+    value is kept; otherwise the inner model is put back, also after an interrupt."""
+    real = den.inner_model
+    wrapper = make(real)
+    setattr(den, slot, wrapper)
+    try:
+        yield
+    finally:
+        if getattr(den, slot) is wrapper:
+            setattr(den, slot, real)
+
+
 class TiledInner(torch.nn.Module):
     """Stands in for the host's inner model (``model(x, sigma, cond=...)``) during one forward:
     a canvas-sized call becomes one call per crop batch, its outputs mixed with the compiled

@@ -16,7 +16,7 @@ from typing import Any
 
 from modules import sd_samplers_cfg_denoiser, sd_samplers_common, shared
 
-from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward
+from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward, wrap_inner_slot
 
 from . import conds as region_conds
 
@@ -77,19 +77,10 @@ def _refuse_unsupported() -> None:
                            "are not cropped per tile; turn off ControlNet or Mixture of Diffusers for this job")
 
 
-@contextlib.contextmanager
 def _wrap_inner(den, make):
-    """The host's inner model (``den.inner_model``, a property over ``den.model_wrap`` in every
-    CFG denoiser of 1.6 to 1.10) replaced by ``make(inner)`` for one forward. A refiner switch
-    inside the forward resets ``model_wrap``; then the host's new one is left in place."""
-    real = den.inner_model
-    wrapper = make(real)
-    den.model_wrap = wrapper
-    try:
-        yield
-    finally:
-        if den.model_wrap is wrapper:
-            den.model_wrap = real
+    """Every CFG denoiser of 1.6 to 1.10 keeps its inner model in ``model_wrap`` (``inner_model``
+    is a property over it)."""
+    return wrap_inner_slot(den, make, "model_wrap")
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import pytest
 import torch
 from k_diffusion import sampling
 
-from lib_mixture.denoiser_hook import HostHooks, PassState, inner_forward, mixture_forward
+from lib_mixture.denoiser_hook import HostHooks, PassState, inner_forward, mixture_forward, wrap_inner_slot
 from lib_mixture.geometry import Box, to_latent
 from lib_mixture.guide import GuideSpec, active_calls
 from lib_mixture.mixture import compile_mixture
@@ -314,19 +314,7 @@ class InnerStandIn(StandInDenoiser):
 
 
 def wrap_inner(den, make):
-    import contextlib
-
-    @contextlib.contextmanager
-    def swap():
-        real = den.inner_model
-        wrapper = make(real)
-        den.model_wrap = wrapper
-        try:
-            yield
-        finally:
-            if den.model_wrap is wrapper:
-                den.model_wrap = real
-    return swap()
+    return wrap_inner_slot(den, make, "model_wrap")  # as the WebUI adapter does
 
 
 INNER_HOOKS = HostHooks(join=HOOKS.join, wrap_inner=wrap_inner, capture_previews=capture_previews,

@@ -9,12 +9,11 @@
 // MOD_CHROMIUM names the browser (default /usr/bin/chromium), MOD_PYTHON the interpreter that
 // runs webui_server.py (default python3). The refresh button is an emoji: without an emoji font
 // (Debian: fonts-noto-color-emoji) chromium draws an empty box there.
-import {spawn} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import readline from "node:readline";
 import {launch} from "./browser.mjs";
 import {ROOT} from "./server.mjs";
+import {startWebUI} from "./webui.mjs";
 
 const OUTPUT = path.resolve(process.argv[2] || path.join(ROOT, "docs", "editor.png"));
 
@@ -31,16 +30,6 @@ const CONFIG = {
         {x: 560, y: 112, width: 400, height: 352, prompt: "a stormy sea with crashing waves", negative_prompt: "boats"},
     ],
 };
-
-function startWebUI() {
-    return new Promise((resolve, reject) => {
-        const child = spawn(process.env.MOD_PYTHON || "python3", [path.join(ROOT, "tests", "js", "webui_server.py")],
-            {stdio: ["pipe", "pipe", "inherit"]});
-        const lines = readline.createInterface({input: child.stdout});
-        lines.once("line", (line) => resolve({child, info: JSON.parse(line)}));
-        child.once("exit", (code) => reject(new Error(`the WebUI helper exited with ${code} before it was up`)));
-    });
-}
 
 async function main() {
     if (!process.env.MOD_WEBUI_DIR && !process.env.MOD_WEBUI_URL) throw new Error("set MOD_WEBUI_DIR (or MOD_WEBUI_URL)");

@@ -8,12 +8,11 @@
 //     MOD_WEBUI_DIR=/path/to/webui node --test tests/js/real_webui.test.mjs
 import {after, before, describe, test} from "node:test";
 import assert from "node:assert/strict";
-import {spawn} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import readline from "node:readline";
 import {launch, outDir, watchErrors, CHROMIUM} from "./browser.mjs";
 import {ROOT} from "./server.mjs";
+import {startWebUI} from "./webui.mjs";
 
 // The WebUI's own errors, not the extension's: its CDN script (offline here), and gradio's
 // "reading 'props'" from Blocks-*.js that toggling Hires. fix raises in a plain WebUI v1.10.1
@@ -30,16 +29,6 @@ const REGIONS = [
 ];
 
 let webui = null, info = null, browser, page, errors;
-
-function startWebUI() {
-    return new Promise((resolve, reject) => {
-        const child = spawn(process.env.MOD_PYTHON || "python3", [path.join(ROOT, "tests", "js", "webui_server.py")],
-            {stdio: ["pipe", "pipe", "inherit"]});
-        const lines = readline.createInterface({input: child.stdout});
-        lines.once("line", (line) => resolve({child, info: JSON.parse(line)}));
-        child.once("exit", (code) => reject(new Error(`the WebUI helper exited with ${code} before it was up`)));
-    });
-}
 
 async function config() {
     return JSON.parse(await page.inputValue("#mod_txt2img_config textarea"));
