@@ -4,8 +4,8 @@ this extension and Tiled Diffusion on the same tiles, side by side in one run.
 
 Configurations, each on its own fresh server process (so the process's memory high-water
 mark belongs to that configuration alone); for one canvas size all of them are up side by
-side and their jobs interleaved (off, ours, TD, off, ours, TD, ...), so load from other work
-on the machine hits them alike:
+side and their jobs interleaved, each configuration first in turn (off, ours, TD; ours, TD, off;
+...), so load from other work on the machine hits them alike:
 
 * ``off``: the WebUI without extensions;
 * ``ours``: this extension, a tile grid, ``--batch`` crops per model call (default 4);
@@ -270,7 +270,7 @@ def measure_size(configs, ckpt, td_dir, log_dir, size, steps, repeats, threads) 
             c.run(size, steps)
             c.jobs.clear()
         for r in range(repeats):
-            for c in runs:
+            for c in runs[r % len(runs):] + runs[:r % len(runs)]:  # each configuration first in turn
                 print(f"... {size}x{size} {c.label} (run {r + 1}/{repeats})", file=sys.stderr, flush=True)
                 c.run(size, steps)
                 job_s, bar_s, diff_s, peak = c.jobs[-1]

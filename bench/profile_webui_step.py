@@ -3,7 +3,8 @@ around it (the sampler loop, the host's CFG forward, the extension), for the Web
 extension and Tiled Diffusion on the same tiles.
 
 Runs with the WebUI's own python (its modules are imported into this process), one torch
-thread, the tiny random SD1.x checkpoint; the configurations' jobs are interleaved and each
+thread, the tiny random SD1.x checkpoint; the configurations' jobs are interleaved (each one
+first in turn, so none always follows the full-canvas job) and each
 figure is the median of ``--repeats`` jobs after one warm-up job each:
 
     cd "$MOD_WEBUI_DIR" && venv/bin/python /path/to/repo/bench/profile_webui_step.py \\
@@ -11,7 +12,7 @@ figure is the median of ``--repeats`` jobs after one warm-up job each:
 
 Per configuration and size it prints, per sampling step: the sampler's time (``launch_sampling``),
 the UNet's (forward hooks on ``diffusion_model``), the rest (``outside``), the host CFG forwards
-and the UNet calls. Tiles: 512 px, at least 128 px overlap, 4 crops a call, Euler a, 8 steps.
+and the UNet calls. The VAE decode is replaced by black images (only sampling is timed). Tiles: 512 px, at least 128 px overlap, 4 crops a call, Euler a, 8 steps.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def main(argv=None) -> int:
     import bench_webui
 
     torch.set_num_threads(1)
+    from modules import processing
+
+    # Only sampling is timed: the VAE decode (most of a large job on the CPU) returns black images.
+    processing.decode_latent_batch = lambda model, batch, *a, **k: [
+        torch.zeros(3, batch.shape[-2] * 8, batch.shape[-1] * 8) for _ in range(batch.shape[0])]
     scripts_by_title = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
     clock = {"sampling": 0.0, "unet": 0.0, "unet_calls": 0, "forwards": 0}
     unet = shared.sd_model.model.diffusion_model
@@ -103,8 +109,9 @@ def main(argv=None) -> int:
         runs = {k: [] for k in configs}
         for k in configs:
             job(k, size, 2)  # warm-up at this size
-        for _ in range(args.repeats):
-            for k in configs:
+        order = list(configs)
+        for r in range(args.repeats):
+            for k in order[r % len(order):] + order[:r % len(order)]:  # each config first in turn
                 clock.update(sampling=0.0, unet=0.0, unet_calls=0, forwards=0)
                 job(k, size, args.steps)
                 runs[k].append(dict(clock))
