@@ -59,6 +59,10 @@ class StandInDenoiser(torch.nn.Module):
         self.calls += 1
         x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
         out = self.model(x_in, sigma_in, torch.stack(list(cond) + list(uncond)))
+        return self.combine(out, cond_scale)
+
+    def combine(self, out, cond_scale):
+        """CFG combine of [cond rows; uncond rows], mask blend after, last_latent, preview, step."""
         c, u = out.chunk(2)
         denoised = u + (c - u) * cond_scale
         if self.mask is not None:
@@ -303,14 +307,7 @@ class InnerStandIn(StandInDenoiser):
         ic = torch.cat([image_cond, image_cond]) if isinstance(image_cond, torch.Tensor) else None
         out = self.inner_model(x_in, sigma_in, cond={"c_crossattn": [torch.stack(list(cond) + list(uncond))],
                                                      "c_concat": [ic]})
-        c, u = out.chunk(2)
-        denoised = u + (c - u) * cond_scale
-        if self.mask is not None:
-            denoised = denoised * self.nmask + self.init_latent * self.mask
-        self.sampler.last_latent = c
-        store_latent(denoised)
-        self.step += 1
-        return denoised
+        return self.combine(out, cond_scale)
 
 
 def wrap_inner(den, make):
