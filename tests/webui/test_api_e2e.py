@@ -18,7 +18,6 @@ Every test also checks the server log written while it ran: no ``Traceback`` and
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
