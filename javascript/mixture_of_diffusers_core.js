@@ -14,24 +14,33 @@
     "use strict";
 
     var LATENT = 8; // px per latent cell (Stable Diffusion's VAE factor)
-    var MAX_SIDE = 16384;
-    var MAX_BATCH = 64;
-    var SEED_MAX = 4294967295;
-    var DEFAULT_VARIANCE = 0.01;
+    // Limits, defaults and options come from the preset's field table (lib_mixture/fields.py),
+    // generated into mixture_of_diffusers_0_fields.js.
+    var FIELDS = (typeof module !== "undefined" && module.exports)
+        ? require("./mixture_of_diffusers_0_fields.js").fields : root.MoDFields.fields;
+    function field(path) { return FIELDS[path]; }
+    function fieldDefault(path) { return FIELDS[path]["default"]; }
+    var MAX_SIDE = field("canvas.width").max;
+    var MAX_BATCH = field("tiles.batch_size").max;
+    var SEED_MAX = field("regions[].seed").max;
+    var MAX_NAME = field("name").maxLength;
+    var DEFAULT_VARIANCE = fieldDefault("weights.variance");
     var DEFAULT_BATCH_SIZE = 4; // lib_mixture/plan.py: regions-only presets
-    var DEFAULT_TILES = {width: 768, height: 768, overlap: 64, batch_size: 4}; // preset.TileGrid()
+    var DEFAULT_TILES = {width: fieldDefault("tiles.width"), height: fieldDefault("tiles.height"),
+        overlap: fieldDefault("tiles.overlap"), batch_size: fieldDefault("tiles.batch_size")};
+    var TILE_MIN = field("tiles.width").min;
     var MODES = ["tiles", "regions", "both"];
-    var PASSES = ["first", "hires", "both"];
-    var KINDS = ["gaussian", "constant"];
-    var PROMPT_MODES = ["replace", "append"];
-    var TOP_KEYS = ["version", "name", "units", "canvas", "tiles", "weights", "regions", "passes", "upscale", "vae"];
-    // lib_mixture/preset.py: Upscale, VAETiling
-    var FITS = ["crop", "pad", "stretch"];
-    var VAE_TILING = ["auto", "on", "off"];
-    var MIN_SIDE = 64; // px: the smallest canvas an upscale may produce
-    var MAX_SCALE = 16;
-    var VAE_TILE = {min: 64, max: 4096};
-    var DEFAULT_UPSCALE = {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0};
+    var PASSES = field("passes").options;
+    var KINDS = field("weights.kind").options;
+    var PROMPT_MODES = field("regions[].prompt_mode").options;
+    var TOP_KEYS = Object.keys(FIELDS).filter(function(path) { return path.indexOf(".") < 0; });
+    var FITS = field("upscale.fit").options;
+    var VAE_TILING = field("vae.tiling").options;
+    var MIN_SIDE = field("upscale.width").min; // px: the smallest canvas an upscale may produce
+    var MAX_SCALE = field("upscale.scale").max;
+    var VAE_TILE = {min: field("vae.tile").min, max: field("vae.tile").max};
+    var DEFAULT_UPSCALE = {upscaler: fieldDefault("upscale.upscaler"), scale: fieldDefault("upscale.scale"),
+        fit: fieldDefault("upscale.fit"), guide_strength: fieldDefault("upscale.guide_strength")};
     var DEFAULT_UPSCALE_SIZE = {width: 3840, height: 2160};
     // The panel's Upscale target radio: fixed targets by label, then "scale" and "size" (the number fields).
     var UPSCALE_PRESETS = {"2x": {scale: 2}, "QHD 2560\u00d71440": {width: 2560, height: 1440},
@@ -712,8 +721,8 @@
     }
 
     function cleanTiles(t) {
-        var width = clamp(roundTo(cleanNumber(t.width, 64, MAX_SIDE, DEFAULT_TILES.width)), 64, MAX_SIDE);
-        var height = clamp(roundTo(cleanNumber(t.height, 64, MAX_SIDE, DEFAULT_TILES.height)), 64, MAX_SIDE);
+        var width = clamp(roundTo(cleanNumber(t.width, TILE_MIN, MAX_SIDE, DEFAULT_TILES.width)), TILE_MIN, MAX_SIDE);
+        var height = clamp(roundTo(cleanNumber(t.height, TILE_MIN, MAX_SIDE, DEFAULT_TILES.height)), TILE_MIN, MAX_SIDE);
         var o = overlapOf(t), limit = Math.max(Math.min(width, height) - LATENT, 0);
         var ox = clamp(nearest(cleanNumber(o.x, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
         var oy = clamp(nearest(cleanNumber(o.y, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
@@ -945,7 +954,7 @@
         }
         case "name":
             p = canonical(s.preset);
-            p.name = String(action.name || "").slice(0, 200);
+            p.name = String(action.name || "").slice(0, MAX_NAME);
             return assign(s, {preset: p});
         default:
             return s;
@@ -953,7 +962,7 @@
     }
 
     var api = {
-        LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
+        FIELDS: FIELDS, field: field, LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
         DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, MEMORY_MODEL: MEMORY_MODEL, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
         nearest: nearest, roundTo: roundTo, clamp: clamp, snapBox: snapBox, canvasSize: canvasSize,
         planAxis: planAxis, planTiles: planTiles, tileCount: tileCount, MAX_CROPS: MAX_CROPS, modelCallsPerStep: modelCallsPerStep, buildPlan: buildPlan,

@@ -11,7 +11,6 @@ Tile sizes are always pixels; region boxes are pixels or fractions of the canvas
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import tempfile
@@ -19,20 +18,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .checker import Checker, show
 from .limits import DEFAULT_LIMITS, Limits, json_shape_problem
-from .weights import DEFAULT_VARIANCE, KINDS
 
-VERSION = 1
-MAX_SIDE = 16384  # px; the WebUI's own sliders stop well below this
-MAX_BATCH = 64
-UNITS = ("px", "fraction")
-PROMPT_MODES = ("replace", "append")
-PASSES = ("first", "hires", "both")
-SEED_MAX = 2**32 - 1
-FITS = ("crop", "pad", "stretch")
-VAE_TILING = ("auto", "on", "off")
-MAX_SCALE = 16.0
-MIN_SIDE = 64  # px; the smallest canvas an upscale may produce
+from .fields import (FITS, MAX_BATCH, MAX_NAME, MAX_SCALE, MAX_SIDE, MIN_SIDE, PASSES, PROMPT_MODES,  # noqa: F401
+                     SEED_MAX, UNITS, VAE_TILING, VERSION, default)
 
 
 class PresetError(ValueError):
@@ -56,16 +46,16 @@ class Overlap:
 class TileGrid:
     """A background grid of tiles driven by the main prompt (high resolution, upscaling)."""
 
-    width: int = 768
-    height: int = 768
-    overlap: Overlap = Overlap(64, 64)
-    batch_size: int = 4
+    width: int = default("tiles.width")
+    height: int = default("tiles.height")
+    overlap: Overlap = Overlap(default("tiles.overlap"), default("tiles.overlap"))
+    batch_size: int = default("tiles.batch_size")
 
 
 @dataclass(frozen=True)
 class Weighting:
-    kind: str = "gaussian"
-    variance: float = DEFAULT_VARIANCE
+    kind: str = default("weights.kind")
+    variance: float = default("weights.variance")
 
 
 HASH_PREFIX = "sha256:"  # a guide image named by its content's hash (what the infotext holds)
@@ -86,7 +76,7 @@ class Guide:
     """
 
     image: str
-    strength: float = 0.5
+    strength: float = default("regions[].guide.strength")
 
 
 @dataclass(frozen=True)
@@ -98,12 +88,12 @@ class Region:
     y: float
     width: float
     height: float
-    prompt: str = ""
-    negative_prompt: str = ""
-    prompt_mode: str = "replace"
-    cfg_scale: float | None = None
-    weight: float = 1.0
-    seed: int = -1
+    prompt: str = default("regions[].prompt")
+    negative_prompt: str = default("regions[].negative_prompt")
+    prompt_mode: str = default("regions[].prompt_mode")
+    cfg_scale: float | None = default("regions[].cfg_scale")
+    weight: float = default("regions[].weight")
+    seed: int = default("regions[].seed")
     guide: Guide | None = None
 
 
@@ -118,12 +108,12 @@ class Upscale:
     extended outwards) or ``stretch``. ``guide_strength`` > 0 makes the upscaled image a
     guide for the whole canvas during that fraction of the model calls (Algorithm 2)."""
 
-    upscaler: str = "Lanczos"
-    scale: float | None = 2.0
-    width: int | None = None
-    height: int | None = None
-    fit: str = "crop"
-    guide_strength: float = 0.0
+    upscaler: str = default("upscale.upscaler")
+    scale: float | None = default("upscale.scale")
+    width: int | None = default("upscale.width")
+    height: int | None = default("upscale.height")
+    fit: str = default("upscale.fit")
+    guide_strength: float = default("upscale.guide_strength")
 
 
 @dataclass(frozen=True)
@@ -132,8 +122,8 @@ class VAETiling:
     memory; ``on``: always; ``off``: never. ``tile``: core tile edge in image px (multiple of
     8), or None to choose it from the free device memory."""
 
-    tiling: str = "auto"
-    tile: int | None = None
+    tiling: str = default("vae.tiling")
+    tile: int | None = default("vae.tile")
 
 
 @dataclass(frozen=True)
@@ -145,13 +135,13 @@ class Canvas:
 @dataclass(frozen=True)
 class Preset:
     version: int = VERSION
-    name: str = ""
-    units: str = "px"
+    name: str = default("name")
+    units: str = default("units")
     canvas: Canvas | None = None
     tiles: TileGrid | None = None
     weights: Weighting = Weighting()
     regions: tuple[Region, ...] = field(default_factory=tuple)
-    passes: str = "both"  # txt2img with hires fix: the first pass, the hires pass, or both
+    passes: str = default("passes")  # txt2img with hires fix: the first pass, the hires pass, or both
     upscale: Upscale | None = None
     vae: VAETiling = VAETiling()
 
@@ -199,148 +189,50 @@ def _region_dict(region: Region) -> dict[str, Any]:
 # --------------------------------------------------------------------------- validation
 
 
-class _Checker:
-    """Collects problems while reading a JSON object field by field."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path or 'preset'}: {message}")
-
-    def keys(self, obj: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
-        if not isinstance(obj, dict):
-            self.fail(path, f"expected an object, got {_show(obj)}")
-            return False
-        for key in obj:
-            if key not in allowed:
-                name = str(key) if len(str(key)) <= 40 else str(key)[:37] + "..."  # a hostile key stays short
-                hint = difflib.get_close_matches(name, allowed, n=1)
-                did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
-                self.fail(f"{path}.{name}" if path else name,
-                          f"unknown key{did_you_mean}; allowed keys: {', '.join(allowed)}")
-        for key in required:
-            if key not in obj:
-                self.fail(f"{path}.{key}" if path else key, "is required")
-        return True
-
-    def integer(self, obj: dict, key: str, path: str, lo: int, hi: int, default: Any = None,
-                unit: str = "") -> Any:
-        if key not in obj:
-            return default
-        value = obj[key]
-        where = f"{path}.{key}" if path else key
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                isinstance(value, float) and not value.is_integer()):
-            self.fail(where, f"expected an integer in [{lo}, {hi}]{unit}, got {_show(value)}")
-            return default
-        value = int(value)
-        if not lo <= value <= hi:
-            self.fail(where, f"{value} is out of range; allowed [{lo}, {hi}]{unit}")
-            return default
-        return value
-
-    def number(self, obj: dict, key: str, path: str, lo: float, hi: float, default: Any = None,
-               lo_open: bool = False, unit: str = "", nullable: bool = False) -> Any:
-        if key not in obj:
-            return default
-        value = obj[key]
-        where = f"{path}.{key}" if path else key
-        lo_text = f"({lo}" if lo_open else f"[{lo}"
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
-                float("inf"), float("-inf")):
-            self.fail(where, f"expected a number in {lo_text}, {hi}]{unit}, got {_show(value)}")
-            return default
-        if value < lo or value > hi or (lo_open and value == lo):
-            self.fail(where, f"{value} is out of range; allowed {lo_text}, {hi}]{unit}")
-            return default
-        return float(value) if isinstance(value, float) else value
-
-    def choice(self, obj: dict, key: str, path: str, options: tuple[str, ...], default: str) -> str:
-        if key not in obj:
-            return default
-        value = obj[key]
-        if value not in options:
-            self.fail(f"{path}.{key}" if path else key,
-                      f"{_show(value)} is not allowed; allowed: {', '.join(repr(o) for o in options)}")
-            return default
-        return value
-
-    def text(self, obj: dict, key: str, path: str, default: str = "", max_len: int = 10000) -> str:
-        if key not in obj:
-            return default
-        value = obj[key]
-        where = f"{path}.{key}" if path else key
-        if not isinstance(value, str):
-            self.fail(where, f"expected a string, got {_show(value)}")
-            return default
-        if len(value) > max_len:
-            self.fail(where, f"is {len(value)} characters long; allowed at most {max_len}")
-            return default
-        return value
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, (set, tuple)) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_TOP_KEYS = ("version", "name", "units", "canvas", "tiles", "weights", "regions", "passes", "upscale", "vae")
-_UPSCALE_KEYS = tuple(f.name for f in fields(Upscale))
-_TILE_KEYS = ("width", "height", "overlap", "batch_size")
-_REGION_KEYS = tuple(f.name for f in fields(Region))
-
-
 def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMITS) -> Preset:
     """Validate a decoded JSON object and build a `Preset`; raise `PresetError` listing every problem.
 
-    ``limits`` bounds the object's nesting and size, the number of regions and the length of
-    texts (`lib_mixture.limits`); they are checked before anything else is read.
+    Every field is read through its row in `lib_mixture.fields`. ``limits`` bounds the object's
+    nesting and size, the number of regions and the length of texts (`lib_mixture.limits`);
+    they are checked before anything else is read.
     """
     shape = json_shape_problem(obj, limits)
     if shape is not None:
         raise PresetError([f"preset: {shape}"], source)
-    c = _Checker()
-    if not c.keys(obj, "", _TOP_KEYS, required=("version",)):
+    c = Checker()
+    if not c.keys(obj, ""):
         raise PresetError(c.problems, source)
     version = obj.get("version")
     if "version" in obj and version != VERSION:
-        c.fail("version", f"{_show(version)} is not supported; this extension reads version {VERSION}")
+        c.fail("version", f"{show(version)} is not supported; this extension reads version {VERSION}")
     if version != VERSION:  # missing or unsupported: the rest cannot be interpreted
         raise PresetError(c.problems, source)
-    name = c.text(obj, "name", "", max_len=200)
-    units = c.choice(obj, "units", "", UNITS, "px")
-    passes = c.choice(obj, "passes", "", PASSES, "both")
+    name = c.field(obj, "name")
+    units = c.field(obj, "units")
+    passes = c.field(obj, "passes")
 
     canvas = None
-    if "canvas" in obj and c.keys(obj["canvas"], "canvas", ("width", "height"), required=("width", "height")):
-        w = c.integer(obj["canvas"], "width", "canvas", 8, MAX_SIDE, unit=" px")
-        h = c.integer(obj["canvas"], "height", "canvas", 8, MAX_SIDE, unit=" px")
+    if "canvas" in obj and c.keys(obj["canvas"], "canvas"):
+        w, h = c.field(obj["canvas"], "canvas.width", "canvas"), c.field(obj["canvas"], "canvas.height", "canvas")
         if w is not None and h is not None:
             canvas = Canvas(w, h)
 
     tiles = None
-    if "tiles" in obj and obj["tiles"] is not None and c.keys(obj["tiles"], "tiles", _TILE_KEYS):
+    if obj.get("tiles") is not None and c.keys(obj["tiles"], "tiles"):
         t = obj["tiles"]
-        default = TileGrid()
-        tw = c.integer(t, "width", "tiles", 64, MAX_SIDE, default.width, unit=" px")
-        th = c.integer(t, "height", "tiles", 64, MAX_SIDE, default.height, unit=" px")
-        batch = c.integer(t, "batch_size", "tiles", 1, MAX_BATCH, default.batch_size)
-        overlap = _overlap(c, t, tw, th, default.overlap)
-        tiles = TileGrid(tw, th, overlap, batch)
+        tw, th = c.field(t, "tiles.width", "tiles"), c.field(t, "tiles.height", "tiles")
+        batch = c.field(t, "tiles.batch_size", "tiles")
+        tiles = TileGrid(tw, th, _overlap(c, t, tw, th), batch)
 
     weights = Weighting()
-    if "weights" in obj and c.keys(obj["weights"], "weights", ("kind", "variance")):
-        kind = c.choice(obj["weights"], "kind", "weights", KINDS, "gaussian")
-        variance = c.number(obj["weights"], "variance", "weights", 0.0, 10.0, DEFAULT_VARIANCE, lo_open=True)
-        weights = Weighting(kind, variance)
+    if "weights" in obj and c.keys(obj["weights"], "weights"):
+        weights = Weighting(c.field(obj["weights"], "weights.kind", "weights"),
+                            c.field(obj["weights"], "weights.variance", "weights"))
 
     regions: list[Region] = []
     raw_regions = obj.get("regions", [])
     if not isinstance(raw_regions, list):
-        c.fail("regions", f"expected a list of regions, got {_show(raw_regions)}")
+        c.fail("regions", f"expected a list of regions, got {show(raw_regions)}")
         raw_regions = []
     if len(raw_regions) > limits.max_regions:
         c.fail("regions", f"{len(raw_regions)} regions; allowed at most {limits.max_regions} "
@@ -353,12 +245,8 @@ def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMI
 
     upscale = _upscale(c, obj["upscale"]) if obj.get("upscale") is not None else None
     vae = VAETiling()
-    if obj.get("vae") is not None and c.keys(obj["vae"], "vae", ("tiling", "tile")):
-        tiling = c.choice(obj["vae"], "tiling", "vae", VAE_TILING, "auto")
-        tile = None
-        if obj["vae"].get("tile") is not None:
-            tile = _multiple_of_8(c, obj["vae"], "tile", "vae", 64, 4096)
-        vae = VAETiling(tiling, tile)
+    if obj.get("vae") is not None and c.keys(obj["vae"], "vae"):
+        vae = VAETiling(c.field(obj["vae"], "vae.tiling", "vae"), c.field(obj["vae"], "vae.tile", "vae"))
 
     if not c.problems and tiles is None and not regions:
         c.fail("regions", "the preset has neither a tile grid ('tiles') nor any region; give at least one")
@@ -367,35 +255,25 @@ def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMI
     return Preset(VERSION, name, units, canvas, tiles, weights, tuple(regions), passes, upscale, vae)
 
 
-def _multiple_of_8(c: _Checker, obj: dict, key: str, path: str, lo: int, hi: int) -> int | None:
-    value = c.integer(obj, key, path, lo, hi, unit=" px")
-    if value is not None and value % 8:
-        down, up = value // 8 * 8, value // 8 * 8 + 8
-        c.fail(f"{path}.{key}", f"{value} is not a multiple of 8 px (one latent cell); nearest: {down} or {up}")
-        return None
-    return value
-
-
-def _upscale(c: _Checker, raw: Any) -> Upscale | None:
-    if not c.keys(raw, "upscale", _UPSCALE_KEYS):
+def _upscale(c: Checker, raw: Any) -> Upscale | None:
+    if not c.keys(raw, "upscale"):
         return None
     before = len(c.problems)
-    default = Upscale()
-    upscaler = c.text(raw, "upscaler", "upscale", default.upscaler, max_len=200)
+    upscaler = c.field(raw, "upscale.upscaler", "upscale")
     if isinstance(raw.get("upscaler"), str) and not upscaler.strip():
         c.fail("upscale.upscaler", "is empty; give an upscaler name from the WebUI (e.g. 'Lanczos', 'R-ESRGAN 4x+')")
-    fit = c.choice(raw, "fit", "upscale", FITS, default.fit)
-    guide = c.number(raw, "guide_strength", "upscale", 0.0, 1.0, default.guide_strength)
-    width = _multiple_of_8(c, raw, "width", "upscale", MIN_SIDE, MAX_SIDE) if raw.get("width") is not None else None
-    height = _multiple_of_8(c, raw, "height", "upscale", MIN_SIDE, MAX_SIDE) if raw.get("height") is not None else None
+    fit = c.field(raw, "upscale.fit", "upscale")
+    guide = c.field(raw, "upscale.guide_strength", "upscale")
+    width = c.field(raw, "upscale.width", "upscale")
+    height = c.field(raw, "upscale.height", "upscale")
     sized = raw.get("width") is not None or raw.get("height") is not None
     scale = None
     if raw.get("scale") is not None:
-        scale = c.number(raw, "scale", "upscale", 0.0, MAX_SCALE, lo_open=True, unit=" (times the source size)")
+        scale = c.field(raw, "upscale.scale", "upscale")
         if sized:
             c.fail("upscale.scale", "give either scale or width and height, not both")
     elif not sized:
-        scale = default.scale
+        scale = default("upscale.scale")
     if sized:
         for key in ("width", "height"):
             if raw.get(key) is None:
@@ -406,64 +284,61 @@ def _upscale(c: _Checker, raw: Any) -> Upscale | None:
     return Upscale(upscaler.strip(), scale, width, height, fit, guide)
 
 
-def _overlap(c: _Checker, t: dict, tw: int, th: int, default: Overlap) -> Overlap:
+def _overlap(c: Checker, t: dict, tw: int, th: int) -> Overlap:
+    """One overlap or ``{x, y}``, each below its tile side by at least one latent cell."""
+    fallback = Overlap(default("tiles.overlap"), default("tiles.overlap"))
+    raw = t.get("overlap")
     if "overlap" not in t:
-        return default
-    raw = t["overlap"]
+        return fallback
     if isinstance(raw, dict):
-        if not c.keys(raw, "tiles.overlap", ("x", "y"), required=("x", "y")):
-            return default
-        ox = c.integer(raw, "x", "tiles.overlap", 0, max(tw - 8, 0), default.x, unit=" px (below the tile width)")
-        oy = c.integer(raw, "y", "tiles.overlap", 0, max(th - 8, 0), default.y, unit=" px (below the tile height)")
+        if not c.keys(raw, "tiles.overlap"):
+            return fallback
+        ox = c.field(raw, "tiles.overlap.x", "tiles.overlap", hi=max(tw - 8, 0),
+                     note=" (below the tile width)")
+        oy = c.field(raw, "tiles.overlap.y", "tiles.overlap", hi=max(th - 8, 0),
+                     note=" (below the tile height)")
         return Overlap(ox, oy)
-    value = c.integer(t, "overlap", "tiles", 0, max(min(tw, th) - 8, 0), None,
-                      unit=" px (below the tile size)")
-    return default if value is None else Overlap(value, value)
+    value = c.field(t, "tiles.overlap", "tiles", hi=max(min(tw, th) - 8, 0), note=" (below the tile size)")
+    return fallback if value is None else Overlap(value, value)
 
 
-def _region(c: _Checker, raw: Any, path: str, units: str, canvas: Canvas | None,
+def _region(c: Checker, raw: Any, path: str, units: str, canvas: Canvas | None,
             limits: Limits = DEFAULT_LIMITS) -> Region | None:
-    if not c.keys(raw, path, _REGION_KEYS, required=("x", "y", "width", "height")):
+    if not c.keys(raw, path, table="regions[]"):
         return None
     before = len(c.problems)
-    if units == "fraction":
-        x = c.number(raw, "x", path, 0.0, 1.0)
-        y = c.number(raw, "y", path, 0.0, 1.0)
-        w = c.number(raw, "width", path, 0.0, 1.0, lo_open=True)
-        h = c.number(raw, "height", path, 0.0, 1.0, lo_open=True)
-        limit_w = limit_h = 1.0
-    else:
-        x = c.number(raw, "x", path, 0, MAX_SIDE, unit=" px")
-        y = c.number(raw, "y", path, 0, MAX_SIDE, unit=" px")
-        w = c.number(raw, "width", path, 8, MAX_SIDE, unit=" px")
-        h = c.number(raw, "height", path, 8, MAX_SIDE, unit=" px")
-        limit_w = canvas.width if canvas else None
-        limit_h = canvas.height if canvas else None
+    fraction = units == "fraction"
+    x, y, w, h = (c.field(raw, f"regions[].{k}", path, fraction=fraction) for k in ("x", "y", "width", "height"))
+    limit_w = 1.0 if fraction else canvas.width if canvas else None
+    limit_h = 1.0 if fraction else canvas.height if canvas else None
     if None not in (x, w) and limit_w is not None and x + w > limit_w * (1 + 1e-9):
         c.fail(f"{path}.width", f"x + width = {x + w} reaches past the canvas width {limit_w}")
     if None not in (y, h) and limit_h is not None and y + h > limit_h * (1 + 1e-9):
         c.fail(f"{path}.height", f"y + height = {y + h} reaches past the canvas height {limit_h}")
-    prompt = c.text(raw, "prompt", path, max_len=limits.max_text)
-    negative = c.text(raw, "negative_prompt", path, max_len=limits.max_text)
-    mode = c.choice(raw, "prompt_mode", path, PROMPT_MODES, "replace")
-    cfg = c.number(raw, "cfg_scale", path, 0.0, 100.0, None, nullable=True)
-    weight = c.number(raw, "weight", path, 0.0, 1000.0, 1.0, lo_open=True)
-    seed = c.integer(raw, "seed", path, -1, SEED_MAX, -1)
-    guide = None
-    if raw.get("guide") is not None and c.keys(raw["guide"], f"{path}.guide", ("image", "strength"),
-                                               required=("image",)):
-        image = c.text(raw["guide"], "image", f"{path}.guide", max_len=limits.max_image_chars)
-        if "image" in raw["guide"] and isinstance(raw["guide"]["image"], str) and not image.strip():
-            c.fail(f"{path}.guide.image", "is empty; give the image as a data:image/...;base64 URL "
-                                          "(or, where the server allows it, a file path)")
-        elif image.startswith(HASH_PREFIX) and not _is_hash_ref(image):
-            c.fail(f"{path}.guide.image", f"{_show(image)} is not a guide image reference; expected "
-                                          f"'{HASH_PREFIX}' and 12 to 64 hexadecimal digits")
-        strength = c.number(raw["guide"], "strength", f"{path}.guide", 0.0, 1.0, 0.5)
-        guide = Guide(image, strength)
+    prompt = c.field(raw, "regions[].prompt", path, max_length=limits.max_text)
+    negative = c.field(raw, "regions[].negative_prompt", path, max_length=limits.max_text)
+    mode = c.field(raw, "regions[].prompt_mode", path)
+    cfg = c.field(raw, "regions[].cfg_scale", path)
+    weight = c.field(raw, "regions[].weight", path)
+    seed = c.field(raw, "regions[].seed", path)
+    guide = _guide(c, raw.get("guide"), f"{path}.guide", limits)
     if len(c.problems) > before:
         return None
     return Region(x, y, w, h, prompt, negative, mode, cfg, weight, seed, guide)
+
+
+def _guide(c: Checker, raw: Any, path: str, limits: Limits) -> Guide | None:
+    if raw is None or not c.keys(raw, path, table="regions[].guide"):
+        return None
+    image = c.field(raw, "regions[].guide.image", path, max_length=limits.max_image_chars)
+    if isinstance(raw.get("image"), str) and not raw["image"].strip():
+        c.fail(f"{path}.image", "is empty; give the image as a data:image/...;base64 URL "
+                                "(or, where the server allows it, a file path)")
+    elif isinstance(image, str) and image.startswith(HASH_PREFIX) and not _is_hash_ref(image):
+        c.fail(f"{path}.image", f"{show(image)} is not a guide image reference; expected "
+                                f"'{HASH_PREFIX}' and 12 to 64 hexadecimal digits")
+    strength = c.field(raw, "regions[].guide.strength", path)
+    return Guide(image, strength) if isinstance(image, str) else None
 
 
 # --------------------------------------------------------------------------- files
