@@ -50,9 +50,9 @@ import warnings
 # 4-image overhead step on 2 busy cores). Passive waiting costs nothing measurable here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from _common import proc_status_kib, use_repo  # noqa: E402
+
+ROOT = use_repo()
 
 CANVAS_4K = (3840, 2160)
 CANVAS_1K = (1024, 1024)
@@ -225,21 +225,13 @@ def bench_overhead(quick, sd15):
 
 # --- (b) memory ------------------------------------------------------------------------------
 
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def _trim_and_reset():
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # give free heap back, so it is not counted as held
     except OSError:
         pass
-    rss = _status_kib("VmRSS")
+    rss = proc_status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM (peak RSS) to the current RSS
     return rss
@@ -269,14 +261,14 @@ def memory_child(width, height, model, bs, threads):
 
     rss0 = _trim_and_reset()
     out_call = pred(probe, sigma, crops[:k])
-    call_extra = _status_kib("VmHWM") - rss0
+    call_extra = proc_status_kib("VmHWM") - rss0
     del out_call
 
     rss1 = _trim_and_reset()
     t0 = time.perf_counter()
     out = mix(x, sigma, pred)
     dt = time.perf_counter() - t0
-    step_extra = _status_kib("VmHWM") - rss1
+    step_extra = proc_status_kib("VmHWM") - rss1
     weights = sum(wt.numel() * wt.element_size() for wt in mix.weights)
     print(json.dumps(dict(width=width, height=height, latent=[lw, lh], tiles=len(crops), calls=len(mix.batches),
                           crops_per_call=k, seconds=dt, rss_before=rss1 * 1024, step_extra=step_extra * 1024,

@@ -71,9 +71,9 @@ from typing import Any, Callable
 # Before torch loads OpenMP: busy-waiting OpenMP threads make small CPU ops erratic.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from _common import proc_status_kib, use_repo  # noqa: E402
+
+ROOT = use_repo()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -309,11 +309,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _status_bytes(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
+    return proc_status_kib(key) * 1024
 
 
 def _libc():

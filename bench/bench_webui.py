@@ -61,6 +61,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests" / "webui"))
 
 import launcher  # noqa: E402
+from _common import proc_status_kib  # noqa: E402
 
 OUR_NAME = "sd-webui-mixture-of-diffusers"
 TD_NAME = "multidiffusion-upscaler-for-automatic1111"
@@ -123,15 +124,6 @@ def check_td_args(ui: launcher.WebUI) -> None:
 
 # ---- measuring -------------------------------------------------------------------------------
 
-def proc_status(pid: int, key: str) -> int:
-    """A ``/proc/<pid>/status`` memory field in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 class JobWatch:
     """While a job runs: when the sampler's progress bar starts and ends (from the server log),
     and the largest VmRSS sampled in between, every ``period`` seconds.
@@ -167,7 +159,7 @@ class JobWatch:
 
     def _run(self):
         while not self._stop.is_set():
-            rss = proc_status(self.pid, "VmRSS")
+            rss = proc_status_kib("VmRSS", self.pid)
             now = time.monotonic()
             self._poll_log(now)
             if self.t_begin is not None and self.t_end is None:
@@ -226,7 +218,7 @@ class Config:
         if self.kind == "td":
             check_td_args(self.ui)
         self.ui.post("/sdapi/v1/txt2img", job(128, 1))  # warm-up: lazy initialisation, prompt cache
-        self.idle = proc_status(self.ui.proc.pid, "VmRSS")
+        self.idle = proc_status_kib("VmRSS", self.ui.proc.pid)
 
     def run(self, size: int, steps: int) -> None:
         """One N-step job (progress bar watched) and one 1-step job, back to back."""
@@ -243,7 +235,7 @@ class Config:
         self.jobs.append((t_n, watch.sampling_seconds, t_n - t_1, watch.sampling_peak))
 
     def finish(self) -> None:
-        self.hwm = proc_status(self.ui.proc.pid, "VmHWM")
+        self.hwm = proc_status_kib("VmHWM", self.ui.proc.pid)
         log = self.ui.log_text()
         after_start = log[log.find(launcher.STARTUP_MARKER):]
         self.ui.stop()
