@@ -69,6 +69,14 @@ async function openPanel() {
     await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_enabled-visible-checkbox").checked);
 }
 
+/** Choose a preset in the dropdown (bundled/... or user/...) and press Load. */
+async function loadPreset(choice) {
+    await page.click("#mod_txt2img_preset input");
+    await page.keyboard.type(choice);
+    await page.keyboard.press("Enter");
+    await page.click("#mod_txt2img_load");
+}
+
 function infotextConfig(text) {
     const m = /Mixture of Diffusers: ("(?:\\.|[^"\\])*"|\{.*?\})(?:,|$)/m.exec(text);
     assert.ok(m, `no Mixture of Diffusers in the infotext:\n${text}`);
@@ -171,10 +179,7 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
 
     test("paste: the infotext restores the regions into the panel and the editor", async () => {
         const text = await page.textContent("#html_info_txt2img");
-        await page.click("#mod_txt2img_preset input");
-        await page.keyboard.type("bundled/upscale-2x");
-        await page.keyboard.press("Enter");
-        await page.click("#mod_txt2img_load");
+        await loadPreset("bundled/upscale-2x");
         await configWhen((c) => c.name === "upscale-2x");
         await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_editor .mod-editor").dataset.regions === "0");
         assert.ok(await page.isChecked("#mod_txt2img_mode input[value=tiles]"), "the mode follows a loaded preset");
@@ -199,10 +204,7 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
         await openPanel();
         await page.click("#mod_txt2img_refresh");  // the list was built before the preset was saved
         await page.waitForTimeout(500);
-        await page.click("#mod_txt2img_preset input");
-        await page.keyboard.type("user/" + name);
-        await page.keyboard.press("Enter");
-        await page.click("#mod_txt2img_load");
+        await loadPreset("user/" + name);
         const c = await configWhen((j) => j.name === name && j.regions.length === 3, 30000);
         assert.deepEqual(c.regions.map((r) => [r.x, r.y, r.width, r.height, r.prompt]), REGIONS.map((r) => [...r.box, r.prompt]));
         await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_editor .mod-editor").dataset.regions === "3");
@@ -242,10 +244,7 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
     });
 
     test("the paper's composition: load it, take over its canvas, draw it", async () => {
-        await page.click("#mod_txt2img_preset input");
-        await page.keyboard.type("bundled/paper-fig4-composition");
-        await page.keyboard.press("Enter");
-        await page.click("#mod_txt2img_load");
+        await loadPreset("bundled/paper-fig4-composition");
         await configWhen((c) => c.name === "paper-fig4-composition");
         await page.waitForFunction(() => gradioApp().querySelector("#mod_txt2img_editor .mod-editor").dataset.regions === "3");
         await page.click("#mod_txt2img_editor [data-act=use-preset-canvas]");
