@@ -159,6 +159,7 @@
         this.hiresView = v.hires;
         return true;
     };
+
     // ------------------------------------------------------------------ set-up
 
     function setup() {
@@ -191,5 +192,4 @@
     };
 
     if (typeof onUiLoaded === "function") onUiLoaded(setup);
-
 })();
