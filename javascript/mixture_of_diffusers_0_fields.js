@@ -7,336 +7,50 @@
 (function(root) {
     "use strict";
     var MoDFields = {
-      "version": 1,
-      "fields": {
-        "version": {
-          "kind": "const",
-          "doc": "Format version.",
-          "min": 1,
-          "max": 1,
-          "required": true
-        },
-        "name": {
-          "kind": "string",
-          "doc": "Shown in preset lists.",
-          "maxLength": 200,
-          "default": ""
-        },
-        "units": {
-          "kind": "enum",
-          "doc": "Units of region boxes: px, or fractions of the canvas.",
-          "options": [
-            "px",
-            "fraction"
-          ],
-          "default": "px"
-        },
-        "canvas": {
-          "kind": "object",
-          "doc": "The canvas the region boxes were drawn on; boxes are scaled to the generation's size (and to the hires pass).",
-          "default": null
-        },
-        "canvas.width": {
-          "kind": "integer",
-          "doc": "Canvas width.",
-          "min": 8,
-          "max": 16384,
-          "required": true,
-          "unit": "px"
-        },
-        "canvas.height": {
-          "kind": "integer",
-          "doc": "Canvas height.",
-          "min": 8,
-          "max": 16384,
-          "required": true,
-          "unit": "px"
-        },
-        "tiles": {
-          "kind": "object",
-          "doc": "A background grid of tiles driven by the main prompt. The planner places the fewest tiles with at least this overlap.",
-          "nullable": true,
-          "default": null
-        },
-        "tiles.width": {
-          "kind": "integer",
-          "doc": "Tile width (clamped to the canvas).",
-          "min": 64,
-          "max": 16384,
-          "unit": "px",
-          "default": 768
-        },
-        "tiles.height": {
-          "kind": "integer",
-          "doc": "Tile height (clamped to the canvas).",
-          "min": 64,
-          "max": 16384,
-          "unit": "px",
-          "default": 768
-        },
-        "tiles.overlap": {
-          "kind": "integer",
-          "doc": "Minimum overlap of neighbouring tiles, one value or per axis {x, y}.",
-          "min": 0,
-          "max": 16376,
-          "perAxis": true,
-          "unit": "px",
-          "default": 64
-        },
-        "tiles.overlap.x": {
-          "kind": "integer",
-          "doc": "Minimum overlap across columns.",
-          "min": 0,
-          "max": 16376,
-          "required": true,
-          "unit": "px"
-        },
-        "tiles.overlap.y": {
-          "kind": "integer",
-          "doc": "Minimum overlap across rows.",
-          "min": 0,
-          "max": 16376,
-          "required": true,
-          "unit": "px"
-        },
-        "tiles.batch_size": {
-          "kind": "integer",
-          "doc": "Crops per model call (speed only: results do not depend on it).",
-          "min": 1,
-          "max": 64,
-          "default": 4
-        },
-        "weights": {
-          "kind": "object",
-          "doc": "How every crop fades into its neighbours.",
-          "default": null
-        },
-        "weights.kind": {
-          "kind": "enum",
-          "doc": "gaussian (the paper's) or constant.",
-          "options": [
-            "gaussian",
-            "constant"
-          ],
-          "default": "gaussian"
-        },
-        "weights.variance": {
-          "kind": "number",
-          "doc": "Gaussian variance (paper: 0.01); larger is softer.",
-          "min": 0.0,
-          "max": 10.0,
-          "exclusiveMin": true,
-          "default": 0.01
-        },
-        "regions": {
-          "kind": "list",
-          "doc": "Boxes with their own prompt.",
-          "default": []
-        },
-        "regions[].x": {
-          "kind": "number",
-          "doc": "Left edge of the box.",
-          "min": 0,
-          "max": 16384,
-          "fraction": [
-            0.0,
-            1.0
-          ],
-          "required": true,
-          "unit": "px"
-        },
-        "regions[].y": {
-          "kind": "number",
-          "doc": "Top edge of the box.",
-          "min": 0,
-          "max": 16384,
-          "fraction": [
-            0.0,
-            1.0
-          ],
-          "required": true,
-          "unit": "px"
-        },
-        "regions[].width": {
-          "kind": "number",
-          "doc": "Box width.",
-          "min": 8,
-          "max": 16384,
-          "fraction": [
-            0.0,
-            1.0
-          ],
-          "required": true,
-          "unit": "px"
-        },
-        "regions[].height": {
-          "kind": "number",
-          "doc": "Box height.",
-          "min": 8,
-          "max": 16384,
-          "fraction": [
-            0.0,
-            1.0
-          ],
-          "required": true,
-          "unit": "px"
-        },
-        "regions[].prompt": {
-          "kind": "string",
-          "doc": "The region's prompt; empty: the main prompt.",
-          "default": ""
-        },
-        "regions[].negative_prompt": {
-          "kind": "string",
-          "doc": "The region's negative prompt; empty: the main one.",
-          "default": ""
-        },
-        "regions[].prompt_mode": {
-          "kind": "enum",
-          "doc": "replace: the region prompt alone; append: the main prompt, then the region's.",
-          "options": [
-            "replace",
-            "append"
-          ],
-          "default": "replace"
-        },
-        "regions[].cfg_scale": {
-          "kind": "number",
-          "doc": "The region's CFG scale; null: the main one.",
-          "min": 0.0,
-          "max": 100.0,
-          "nullable": true,
-          "default": null
-        },
-        "regions[].weight": {
-          "kind": "number",
-          "doc": "Multiplies the region's weights: above 1 it dominates where it overlaps others.",
-          "min": 0.0,
-          "max": 1000.0,
-          "exclusiveMin": true,
-          "default": 1.0
-        },
-        "regions[].seed": {
-          "kind": "integer",
-          "doc": "Noise for the region's box; -1 keeps the canvas's noise. Image k + 1 of a job uses the seed plus k (wrapped into the range).",
-          "min": -1,
-          "max": 4294967295,
-          "default": -1
-        },
-        "regions[].guide": {
-          "kind": "object",
-          "doc": "A guide image that holds the box to it for a fraction of the steps.",
-          "nullable": true,
-          "default": null
-        },
-        "regions[].guide.image": {
-          "kind": "string",
-          "doc": "A data:image/...;base64 URL, a sha256: reference (what the infotext holds) or a file path inside the allowed guide folders (the API only where the server's owner allows it; the command line reads any path, relative to the preset file; see Security).",
-          "required": true
-        },
-        "regions[].guide.strength": {
-          "kind": "number",
-          "doc": "Fraction of the steps during which the box is held to the guide.",
-          "min": 0.0,
-          "max": 1.0,
-          "default": 0.5
-        },
-        "passes": {
-          "kind": "enum",
-          "doc": "txt2img with hires fix: mix the first pass, the hires pass, or both.",
-          "options": [
-            "first",
-            "hires",
-            "both"
-          ],
-          "default": "both"
-        },
-        "upscale": {
-          "kind": "object",
-          "doc": "img2img: resize the init image once with a WebUI upscaler, then refine it with the tiled mixture.",
-          "nullable": true,
-          "default": null
-        },
-        "upscale.upscaler": {
-          "kind": "string",
-          "doc": "A name from the WebUI's upscaler list (Lanczos, R-ESRGAN 4x+, ...).",
-          "maxLength": 200,
-          "default": "Lanczos"
-        },
-        "upscale.scale": {
-          "kind": "number",
-          "doc": "Times the source size, each side rounded to 8 px.",
-          "min": 0.0,
-          "max": 16.0,
-          "exclusiveMin": true,
-          "nullable": true,
-          "unit": "times the source size",
-          "default": 2.0
-        },
-        "upscale.width": {
-          "kind": "integer",
-          "doc": "Target width (with height).",
-          "min": 64,
-          "max": 16384,
-          "multipleOf": 8,
-          "nullable": true,
-          "unit": "px",
-          "default": null
-        },
-        "upscale.height": {
-          "kind": "integer",
-          "doc": "Target height (with width).",
-          "min": 64,
-          "max": 16384,
-          "multipleOf": 8,
-          "nullable": true,
-          "unit": "px",
-          "default": null
-        },
-        "upscale.fit": {
-          "kind": "enum",
-          "doc": "A source of another aspect ratio: crop (cover, centred), pad (contain, borders extended) or stretch.",
-          "options": [
-            "crop",
-            "pad",
-            "stretch"
-          ],
-          "default": "crop"
-        },
-        "upscale.guide_strength": {
-          "kind": "number",
-          "doc": "Fraction of the model calls during which the upscaled image guides the whole canvas (Algorithm 2); 0: off.",
-          "min": 0.0,
-          "max": 1.0,
-          "default": 0.0
-        },
-        "vae": {
-          "kind": "object",
-          "doc": "Tiled VAE encode and decode.",
-          "nullable": true,
-          "default": null
-        },
-        "vae.tiling": {
-          "kind": "enum",
-          "doc": "auto: tiled when a plain pass would not fit in free memory; on: always; off: never.",
-          "options": [
-            "auto",
-            "on",
-            "off"
-          ],
-          "default": "auto"
-        },
-        "vae.tile": {
-          "kind": "integer",
-          "doc": "Core tile edge; null: chosen from the free memory.",
-          "min": 64,
-          "max": 4096,
-          "multipleOf": 8,
-          "nullable": true,
-          "unit": "px",
-          "default": null
+        "version": 1,
+        "fields": {
+            "version": {"kind": "const", "doc": "Format version.", "min": 1, "max": 1, "required": true},
+            "name": {"kind": "string", "doc": "Shown in preset lists.", "maxLength": 200, "default": ""},
+            "units": {"kind": "enum", "doc": "Units of region boxes: px, or fractions of the canvas.", "options": ["px", "fraction"], "default": "px"},
+            "canvas": {"kind": "object", "doc": "The canvas the region boxes were drawn on; boxes are scaled to the generation's size (and to the hires pass).", "default": null},
+            "canvas.width": {"kind": "integer", "doc": "Canvas width.", "min": 8, "max": 16384, "required": true, "unit": "px"},
+            "canvas.height": {"kind": "integer", "doc": "Canvas height.", "min": 8, "max": 16384, "required": true, "unit": "px"},
+            "tiles": {"kind": "object", "doc": "A background grid of tiles driven by the main prompt. The planner places the fewest tiles with at least this overlap.", "nullable": true, "default": null},
+            "tiles.width": {"kind": "integer", "doc": "Tile width (clamped to the canvas).", "min": 64, "max": 16384, "unit": "px", "default": 768},
+            "tiles.height": {"kind": "integer", "doc": "Tile height (clamped to the canvas).", "min": 64, "max": 16384, "unit": "px", "default": 768},
+            "tiles.overlap": {"kind": "integer", "doc": "Minimum overlap of neighbouring tiles, one value or per axis {x, y}.", "min": 0, "max": 16376, "perAxis": true, "unit": "px", "default": 64},
+            "tiles.overlap.x": {"kind": "integer", "doc": "Minimum overlap across columns.", "min": 0, "max": 16376, "required": true, "unit": "px"},
+            "tiles.overlap.y": {"kind": "integer", "doc": "Minimum overlap across rows.", "min": 0, "max": 16376, "required": true, "unit": "px"},
+            "tiles.batch_size": {"kind": "integer", "doc": "Crops per model call (speed only: results do not depend on it).", "min": 1, "max": 64, "default": 4},
+            "weights": {"kind": "object", "doc": "How every crop fades into its neighbours.", "default": null},
+            "weights.kind": {"kind": "enum", "doc": "gaussian (the paper's) or constant.", "options": ["gaussian", "constant"], "default": "gaussian"},
+            "weights.variance": {"kind": "number", "doc": "Gaussian variance (paper: 0.01); larger is softer.", "min": 0.0, "max": 10.0, "exclusiveMin": true, "default": 0.01},
+            "regions": {"kind": "list", "doc": "Boxes with their own prompt.", "default": []},
+            "regions[].x": {"kind": "number", "doc": "Left edge of the box.", "min": 0, "max": 16384, "fraction": [0.0, 1.0], "required": true, "unit": "px"},
+            "regions[].y": {"kind": "number", "doc": "Top edge of the box.", "min": 0, "max": 16384, "fraction": [0.0, 1.0], "required": true, "unit": "px"},
+            "regions[].width": {"kind": "number", "doc": "Box width.", "min": 8, "max": 16384, "fraction": [0.0, 1.0], "required": true, "unit": "px"},
+            "regions[].height": {"kind": "number", "doc": "Box height.", "min": 8, "max": 16384, "fraction": [0.0, 1.0], "required": true, "unit": "px"},
+            "regions[].prompt": {"kind": "string", "doc": "The region's prompt; empty: the main prompt.", "default": ""},
+            "regions[].negative_prompt": {"kind": "string", "doc": "The region's negative prompt; empty: the main one.", "default": ""},
+            "regions[].prompt_mode": {"kind": "enum", "doc": "replace: the region prompt alone; append: the main prompt, then the region's.", "options": ["replace", "append"], "default": "replace"},
+            "regions[].cfg_scale": {"kind": "number", "doc": "The region's CFG scale; null: the main one.", "min": 0.0, "max": 100.0, "nullable": true, "default": null},
+            "regions[].weight": {"kind": "number", "doc": "Multiplies the region's weights: above 1 it dominates where it overlaps others.", "min": 0.0, "max": 1000.0, "exclusiveMin": true, "default": 1.0},
+            "regions[].seed": {"kind": "integer", "doc": "Noise for the region's box; -1 keeps the canvas's noise. Image k + 1 of a job uses the seed plus k (wrapped into the range).", "min": -1, "max": 4294967295, "default": -1},
+            "regions[].guide": {"kind": "object", "doc": "A guide image that holds the box to it for a fraction of the steps.", "nullable": true, "default": null},
+            "regions[].guide.image": {"kind": "string", "doc": "A data:image/...;base64 URL, a sha256: reference (what the infotext holds) or a file path inside the allowed guide folders (the API only where the server's owner allows it; the command line reads any path, relative to the preset file; see Security).", "required": true},
+            "regions[].guide.strength": {"kind": "number", "doc": "Fraction of the steps during which the box is held to the guide.", "min": 0.0, "max": 1.0, "default": 0.5},
+            "passes": {"kind": "enum", "doc": "txt2img with hires fix: mix the first pass, the hires pass, or both.", "options": ["first", "hires", "both"], "default": "both"},
+            "upscale": {"kind": "object", "doc": "img2img: resize the init image once with a WebUI upscaler, then refine it with the tiled mixture.", "nullable": true, "default": null},
+            "upscale.upscaler": {"kind": "string", "doc": "A name from the WebUI's upscaler list (Lanczos, R-ESRGAN 4x+, ...).", "maxLength": 200, "default": "Lanczos"},
+            "upscale.scale": {"kind": "number", "doc": "Times the source size, each side rounded to 8 px.", "min": 0.0, "max": 16.0, "exclusiveMin": true, "nullable": true, "unit": "times the source size", "default": 2.0},
+            "upscale.width": {"kind": "integer", "doc": "Target width (with height).", "min": 64, "max": 16384, "multipleOf": 8, "nullable": true, "unit": "px", "default": null},
+            "upscale.height": {"kind": "integer", "doc": "Target height (with width).", "min": 64, "max": 16384, "multipleOf": 8, "nullable": true, "unit": "px", "default": null},
+            "upscale.fit": {"kind": "enum", "doc": "A source of another aspect ratio: crop (cover, centred), pad (contain, borders extended) or stretch.", "options": ["crop", "pad", "stretch"], "default": "crop"},
+            "upscale.guide_strength": {"kind": "number", "doc": "Fraction of the model calls during which the upscaled image guides the whole canvas (Algorithm 2); 0: off.", "min": 0.0, "max": 1.0, "default": 0.0},
+            "vae": {"kind": "object", "doc": "Tiled VAE encode and decode.", "nullable": true, "default": null},
+            "vae.tiling": {"kind": "enum", "doc": "auto: tiled when a plain pass would not fit in free memory; on: always; off: never.", "options": ["auto", "on", "off"], "default": "auto"},
+            "vae.tile": {"kind": "integer", "doc": "Core tile edge; null: chosen from the free memory.", "min": 64, "max": 4096, "multipleOf": 8, "nullable": true, "unit": "px", "default": null}
         }
-      }
     };
     if (typeof module !== "undefined" && module.exports) module.exports = MoDFields;
     else root.MoDFields = MoDFields;

@@ -20,6 +20,20 @@
         ? require("./mixture_of_diffusers_0_fields.js").fields : root.MoDFields.fields;
     function field(path) { return FIELDS[path]; }
     function fieldDefault(path) { return FIELDS[path]["default"]; }
+
+    /** A field's tooltip from the table: its one-line doc, what it allows and its default, then ``note``. */
+    function fieldTitle(path, note) {
+        var f = FIELDS[path], parts = [f.doc];
+        if (f.options) parts.push("Allowed: " + f.options.join(", ") + ".");
+        else if (f.min !== undefined) {
+            var unit = !f.unit ? "" : f.unit === "px" ? " px" : " (" + f.unit + ")";
+            parts.push("Allowed: " + (f.exclusiveMin ? "above " + f.min + ", up to " : f.min + " to ") + f.max + unit +
+                (f.multipleOf ? ", a multiple of " + f.multipleOf : "") + ".");
+        }
+        if (f["default"] !== undefined && f["default"] !== null && f.kind !== "object") parts.push("Default: " + f["default"] + ".");
+        if (note) parts.push(note);
+        return parts.join(" ");
+    }
     var MAX_SIDE = field("canvas.width").max;
     var MAX_BATCH = field("tiles.batch_size").max;
     var SEED_MAX = field("regions[].seed").max;
@@ -962,7 +976,7 @@
     }
 
     var api = {
-        FIELDS: FIELDS, field: field, LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
+        FIELDS: FIELDS, field: field, fieldTitle: fieldTitle, LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
         DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, MEMORY_MODEL: MEMORY_MODEL, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
         nearest: nearest, roundTo: roundTo, clamp: clamp, snapBox: snapBox, canvasSize: canvasSize,
         planAxis: planAxis, planTiles: planTiles, tileCount: tileCount, MAX_CROPS: MAX_CROPS, modelCallsPerStep: modelCallsPerStep, buildPlan: buildPlan,

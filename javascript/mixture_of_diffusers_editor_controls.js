@@ -18,50 +18,51 @@
     var UPSCALE_TARGETS = {up2x: null, upqhd: [2560, 1440], up4k: [3840, 2160]};
     // img2img: the buttons set the preset's upscale section to these Upscale target choices
     var UPSCALE_BUTTON_CHOICES = {up2x: "2x", upqhd: "QHD 2560\u00d71440", up4k: "4K UHD 3840\u00d72160"};
-    var TITLES = {
-        up2x: "Upscale 2x: txt2img turns on hires fix at 2x; img2img sets the Upscale section to scale 2 (the source image upscaled once, " +
-            "then refined in tiles); sets a 768 px tile grid with 128 px overlap",
-        upqhd: "QHD 2560x1440: txt2img draws 1280x720 and hires-fixes it 2x; img2img sets the Upscale section to 2560x1440, fit crop " +
-            "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
-        up4k: "4K UHD 3840x2160: txt2img draws 1920x1080 and hires-fixes it 2x; img2img sets the Upscale section to 3840x2160, fit crop " +
-            "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
-        upscaler: "img2img: the WebUI upscaler that resizes the source image once before the tiled refinement (upscale.upscaler); " +
-            "ESRGAN-type models upscale by 4 per pass, then Lanczos fits the size",
-        upscale_target: "off: no upscale. 2x: twice the source. QHD / 4K UHD: 2560x1440 / 3840x2160 whatever the source. scale: the Scale " +
-            "field. size: Width x Height. The editor's canvas shows the target.",
-        upscale_scale: "Times the source size, 0.05 to 16 (target: scale). Each side is rounded to the nearest 8 px and must land in " +
-            "64 to 16384 px.",
-        upscale_width: "Target width for target: size, 64 to 16384 px, snapped to 8 px",
-        upscale_height: "Target height for target: size, 64 to 16384 px, snapped to 8 px",
-        upscale_fit: "A source of another aspect ratio: crop scales it to cover the target and cuts the overhang (centred); pad scales " +
-            "it to fit inside and extends its edges outwards; stretch ignores the aspect ratio.",
-        upscale_guide: "0 to 1: for this share of the model calls the upscaled image guides the whole canvas (keeps the composition " +
-            "at high denoising strength); 0 turns it off.",
-        vae_tiling: "Tiled VAE encode/decode for large images: auto tiles only when a plain pass would not fit in free GPU memory; " +
-            "on always tiles; off never does.",
-        vae_tile: "Core tile edge in image px: 0 chooses it from the free memory; else 64 to 4096, snapped to 8 px. Smaller tiles " +
-            "need less memory and take longer; the result does not depend on it.",
-        mode: "tiles: a grid of tiles driven by the main prompt (large images, upscaling). regions: your boxes, each with its own prompt; " +
-            "every latent pixel needs one. both: the grid with your regions on top.",
-        passes: "txt2img with hires fix: mix only the first pass, only the hires pass (upscaling), or both. Without hires fix only the first pass runs.",
-        weighting: "gaussian: the paper's weights, highest in a crop's middle, so crops hand over smoothly. constant: a plain average where crops overlap.",
-        variance: "Width of the gaussian, relative to each crop's size: 0.001 to 1 here (the preset allows up to 10); the paper uses 0.01.",
-        tile_w: "Width of each background tile: 64 to 4096 px, snapped to 8 px (one latent cell), clamped to the canvas.",
-        tile_h: "Height of each background tile: 64 to 4096 px, snapped to 8 px, clamped to the canvas.",
-        overlap: "The smallest overlap between neighbouring tiles: 0 px up to the tile size minus 8, snapped to 8 px. The planner takes " +
-            "the fewest tiles that overlap at least this much and spreads them evenly, so real overlaps (shown under the editor) can be larger.",
-        batch: "Crops per model call, 1 to 64: speed and memory only, the image does not change. Regions without a tile grid use 4.",
-        preset: "bundled/: presets that come with the extension (the paper's layouts, upscaling grids). user/: yours, kept in the WebUI's " +
-            "data folder (mixture_of_diffusers_presets), safe across updates of the extension.",
-        save_name: "Name for Save: letters, digits, spaces and . , ( ) + - _, at most 80 characters.",
-        refresh: "Read the presets folder again",
-        load: "Load the chosen preset into the panel (replaces the current configuration)",
-        save: "Save the current configuration as one of your presets under the name on the left; asks before replacing one",
-        "delete": "Delete the chosen preset (only your own, user/...); asks first",
-        "import": "Load a preset from a JSON file (validated)",
-        "export": "Download the current configuration as a JSON file",
-        confirm_yes: "Go ahead", confirm_no: "Leave everything as it is",
-    };
+    // Built when the tooltips are set, not at load time: they read the field table through MoDCore.
+    function titles() {
+        return {
+            up2x: "Upscale 2x: txt2img turns on hires fix at 2x; img2img sets the Upscale section to scale 2 (the source image upscaled once, " +
+                "then refined in tiles); sets a 768 px tile grid with 128 px overlap",
+            upqhd: "QHD 2560x1440: txt2img draws 1280x720 and hires-fixes it 2x; img2img sets the Upscale section to 2560x1440, fit crop " +
+                "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
+            up4k: "4K UHD 3840x2160: txt2img draws 1920x1080 and hires-fixes it 2x; img2img sets the Upscale section to 3840x2160, fit crop " +
+                "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
+            upscaler: "img2img: the WebUI upscaler that resizes the source image once before the tiled refinement (upscale.upscaler); " +
+                "ESRGAN-type models upscale by 4 per pass, then Lanczos fits the size",
+            upscale_target: "off: no upscale. 2x: twice the source. QHD / 4K UHD: 2560x1440 / 3840x2160 whatever the source. scale: the Scale " +
+                "field. size: Width x Height. The editor's canvas shows the target.",
+            upscale_scale: MoDCore.fieldTitle("upscale.scale", "(target: scale) Each side must land in " + MoDCore.field("upscale.width").min +
+                " to " + MoDCore.MAX_SIDE + " px."),
+            upscale_width: MoDCore.fieldTitle("upscale.width", "(target: size) Snapped to 8 px."),
+            upscale_height: MoDCore.fieldTitle("upscale.height", "(target: size) Snapped to 8 px."),
+            upscale_fit: MoDCore.fieldTitle("upscale.fit"),
+            upscale_guide: MoDCore.fieldTitle("upscale.guide_strength", "It keeps the composition at high denoising strength."),
+            vae_tiling: MoDCore.fieldTitle("vae.tiling"),
+            vae_tile: MoDCore.fieldTitle("vae.tile", "Here 0 chooses it from the free memory. Smaller tiles need less memory and take " +
+                "longer; the result does not depend on it."),
+            mode: "tiles: a grid of tiles driven by the main prompt (large images, upscaling). regions: your boxes, each with its own prompt; " +
+                "every latent pixel needs one. both: the grid with your regions on top.",
+            passes: MoDCore.fieldTitle("passes", "Without hires fix only the first pass runs."),
+            weighting: MoDCore.fieldTitle("weights.kind", "gaussian is highest in a crop's middle, so crops hand over smoothly; " +
+                "constant is a plain average where crops overlap."),
+            variance: MoDCore.fieldTitle("weights.variance", "Relative to each crop's size."),
+            tile_w: MoDCore.fieldTitle("tiles.width", "Snapped to 8 px (one latent cell)."),
+            tile_h: MoDCore.fieldTitle("tiles.height", "Snapped to 8 px (one latent cell)."),
+            overlap: MoDCore.fieldTitle("tiles.overlap", "Snapped to 8 px, below the tile size. The planner takes the fewest tiles that " +
+                "overlap at least this much and spreads them evenly, so real overlaps (shown under the editor) can be larger."),
+            batch: MoDCore.fieldTitle("tiles.batch_size", "Regions without a tile grid use " + MoDCore.DEFAULT_BATCH_SIZE + "."),
+            preset: "bundled/: presets that come with the extension (the paper's layouts, upscaling grids). user/: yours, kept in the WebUI's " +
+                "data folder (mixture_of_diffusers_presets), safe across updates of the extension.",
+            save_name: "Name for Save: letters, digits, spaces and . , ( ) + - _, at most 80 characters.",
+            refresh: "Read the presets folder again",
+            load: "Load the chosen preset into the panel (replaces the current configuration)",
+            save: "Save the current configuration as one of your presets under the name on the left; asks before replacing one",
+            "delete": "Delete the chosen preset (only your own, user/...); asks first",
+            "import": "Load a preset from a JSON file (validated)",
+            "export": "Download the current configuration as a JSON file",
+            confirm_yes: "Go ahead", confirm_no: "Leave everything as it is",
+        };
+    }
 
     // ---------------------------------------------------------------- the panel's gradio controls
 
@@ -169,9 +170,10 @@
         });
         var exp = E.q("#" + this.id("export"));
         if (exp) exp.addEventListener("click", function() { self.exportJson(); });
-        Object.keys(TITLES).forEach(function(key) {
+        var all = titles();
+        Object.keys(all).forEach(function(key) {
             var el = E.q("#" + self.id(key));
-            if (el && !el.title) el.title = TITLES[key];
+            if (el && !el.title) el.title = all[key];
         });
     };
 

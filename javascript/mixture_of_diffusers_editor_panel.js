@@ -73,19 +73,23 @@
                 make("input", {type: "number", step: "8", min: "0", "data-box": k}), false,
                 "Box " + k + " in px on the current canvas, snapped to 8 px");
         });
+        // Tooltips and limits from the preset's field table (MoDCore.field / fieldTitle).
+        var attrs = function(path, step, extra) {
+            var f = MoDCore.field(path);
+            return Object.assign({type: "number", step: step, "data-field": path.split(".").pop(), max: String(f.max),
+                min: String(f.exclusiveMin ? step : f.min)}, extra); // an open minimum: one step above it
+        };
         field("Prompt", make("textarea", {rows: "2", "data-field": "prompt", placeholder: "empty: the main prompt"}), true,
-            "The region's prompt; empty uses the main prompt");
+            MoDCore.fieldTitle("regions[].prompt"));
         field("Negative prompt", make("textarea", {rows: "1", "data-field": "negative_prompt", placeholder: "empty: the main negative prompt"}), true,
-            "The region's negative prompt; empty uses the main one");
-        field("Prompt mode", make("select", {"data-field": "prompt_mode"}, [
-            make("option", {value: "replace", text: "replace"}), make("option", {value: "append", text: "append"})]), false,
-        "replace: the region prompt alone; append: the main prompt, then the region's");
-        field("CFG scale", make("input", {type: "number", min: "0", max: "100", step: "0.5", "data-field": "cfg_scale", placeholder: "main"}), false,
-            "The region's guidance scale, 0 to 100; empty uses the main CFG scale");
-        field("Weight", make("input", {type: "number", min: "0.01", max: "1000", step: "0.1", "data-field": "weight"}), false,
-            "Above 0, up to 1000 (default 1): above 1 the region wins where it overlaps others");
-        field("Seed", make("input", {type: "number", min: "-1", max: "4294967295", step: "1", "data-field": "seed"}), false,
-            "-1 keeps the canvas's noise; 0 to 4294967295 gives the region its own noise");
+            MoDCore.fieldTitle("regions[].negative_prompt"));
+        field("Prompt mode", make("select", {"data-field": "prompt_mode"}, MoDCore.field("regions[].prompt_mode").options.map(function(o) {
+            return make("option", {value: o, text: o});
+        })), false, MoDCore.fieldTitle("regions[].prompt_mode"));
+        field("CFG scale", make("input", attrs("regions[].cfg_scale", "0.5", {placeholder: "main"})), false,
+            MoDCore.fieldTitle("regions[].cfg_scale", "Empty uses the main CFG scale."));
+        field("Weight", make("input", attrs("regions[].weight", "0.1", {min: "0.01"})), false, MoDCore.fieldTitle("regions[].weight"));
+        field("Seed", make("input", attrs("regions[].seed", "1")), false, MoDCore.fieldTitle("regions[].seed"));
         this.list = make("ol", {className: "mod-list"});
         this.stats = make("div", {className: "mod-stats"});
         this.message = make("div", {className: "mod-message", hidden: ""});

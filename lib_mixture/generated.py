@@ -136,14 +136,16 @@ def js_module() -> str:
         if not f.required:
             row["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
         rows[f.path] = row
-    data = {"version": F.VERSION, "fields": rows}
-    body = json.dumps(data, indent=2, ensure_ascii=False)
+    # One row a line: a diff shows which field changed.
+    lines = [f"        {json.dumps(path)}: {json.dumps(row, ensure_ascii=False)}" for path, row in rows.items()]
+    body = "{\n" + f"        \"version\": {F.VERSION},\n        \"fields\": {{\n" + ",\n".join(
+        "    " + line for line in lines) + "\n        }\n    }"
     return ("/*\n * Mixture of Diffusers: the preset format's fields (limits, defaults, one-line docs).\n"
             " * GENERATED from lib_mixture/fields.py by `python -m lib_mixture.generated --write`; do not edit.\n"
             " * Named to sort first: the WebUI loads an extension's scripts in filename order, and\n"
             " * mixture_of_diffusers_core.js reads MoDFields when it loads.\n */\n"
             "(function(root) {\n    \"use strict\";\n    var MoDFields = "
-            + body.replace("\n", "\n    ") + ";\n"
+            + body + ";\n"
             "    if (typeof module !== \"undefined\" && module.exports) module.exports = MoDFields;\n"
             "    else root.MoDFields = MoDFields;\n"
             "})(typeof window !== \"undefined\" ? window : this);\n")

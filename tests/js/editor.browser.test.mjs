@@ -443,6 +443,20 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         assert.deepEqual(JSON.parse(fs.readFileSync(file, "utf8")), await config());
     });
 
+    test("tooltips and limits come from the preset's field table", async () => {
+        const got = await page.evaluate(() => {
+            const cfg = document.querySelector("#mod_txt2img_editor [data-field=cfg_scale]");
+            return {tile: document.querySelector("#mod_txt2img_tile_w").title, cfgTitle: cfg.closest("label").title, cfgMax: cfg.max,
+                seedMax: document.querySelector("#mod_txt2img_editor [data-field=seed]").max, fields: MoDFields.fields};
+        });
+        const f = got.fields;
+        assert.ok(got.tile.startsWith(f["tiles.width"].doc), got.tile);
+        assert.ok(got.tile.includes(`${f["tiles.width"].min} to ${f["tiles.width"].max} px`), got.tile);
+        assert.ok(got.cfgTitle.startsWith(f["regions[].cfg_scale"].doc), got.cfgTitle);
+        assert.equal(+got.cfgMax, f["regions[].cfg_scale"].max);
+        assert.equal(+got.seedMax, f["regions[].seed"].max);
+    });
+
     test("no console errors", async () => {
         await page.setViewportSize({width: 1500, height: 1100});
         await page.screenshot({path: path.join(outDir(), "page.png"), fullPage: true});
