@@ -24,17 +24,13 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from .bundled import bundled_presets, load_bundled
 from .geometry import Box
 from .guide_source import LOCAL_USER, resolve_path
 from .plan import MixturePlan, build_plan
 from .preset import HASH_PREFIX, Canvas, Preset, PresetError, TileGrid, load_preset, parse_preset
 
-BUNDLED = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = "paper-fig4-composition"
-
-
-def bundled_presets() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(BUNDLED.glob("*.json"))}
 
 
 def resolve_preset_path(ref: str) -> Path:
@@ -272,8 +268,8 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "presets":
-            for name, path in bundled_presets().items():
-                p = load_preset(path)
+            for name in bundled_presets():
+                p = load_bundled(name)
                 size = f"{p.canvas.width}x{p.canvas.height}" if p.canvas else "any size"
                 print(f"{name:32} {size:>11}  {len(p.regions)} regions"
                       + (f", {p.tiles.width}x{p.tiles.height} tiles" if p.tiles else ""))

@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from lib_mixture.cli import bundled_presets
+from lib_mixture.bundled import bundled_presets
 from lib_mixture.preset import Preset, PresetError, load_preset, loads_preset, save_preset
 
 FOLDER_NAME = "mixture_of_diffusers_presets"
@@ -72,8 +72,11 @@ def user_presets(folder: Path | None = None) -> dict[str, Path]:
 
 def choices(folder: Path | None = None) -> list[str]:
     """Dropdown labels: the bundled presets, then the user's."""
-    return ([f"{BUNDLED}/{name}" for name in bundled_presets()]
-            + [f"{USER}/{name}" for name in user_presets(folder)])
+    bundled = [label_for(BUNDLED, name) for name in bundled_presets()]
+    try:
+        return bundled + [label_for(USER, name) for name in user_presets(folder)]
+    except OSError:  # an unreadable presets folder: the bundled ones still work
+        return bundled
 
 
 def resolve(label: str, folder: Path | None = None) -> tuple[str, str, Path]:

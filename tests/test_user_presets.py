@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from lib_mixture.cli import bundled_presets
+from lib_mixture.bundled import bundled_presets
 from lib_mixture.preset import PresetError, load_preset
 from lib_mixture_webui import user_presets as up
 
@@ -27,6 +27,14 @@ def test_choices_list_bundled_then_user_presets(tmp_path):
     assert labels[-2:] == ["user/Alpha", "user/zeta"]
     assert "bundled/paper-fig4-composition" in labels
     assert not (tmp_path / "missing").exists(), "listing creates nothing"
+
+
+def test_an_unreadable_folder_still_lists_the_bundled_presets(tmp_path, monkeypatch):
+    def unreadable(folder=None):
+        raise PermissionError("denied")
+
+    monkeypatch.setattr(up, "user_presets", unreadable)
+    assert up.choices(tmp_path) == [f"bundled/{n}" for n in bundled_presets()]
 
 
 def test_save_validates_names_the_preset_and_round_trips(tmp_path):

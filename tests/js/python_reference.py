@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from lib_mixture.cli import bundled_presets  # noqa: E402
+from lib_mixture.bundled import bundled_presets  # noqa: E402
 from lib_mixture.geometry import snap_box  # noqa: E402
 from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.planner import plan_axis  # noqa: E402
