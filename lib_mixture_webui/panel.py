@@ -15,8 +15,9 @@ import gradio as gr
 
 from modules.ui_components import ToolButton
 
-from lib_mixture.preset import FITS, MAX_SCALE, MAX_SIDE, MIN_SIDE, PASSES, VAE_TILING, Preset, TileGrid
-from lib_mixture.weights import DEFAULT_VARIANCE, KINDS
+from lib_mixture.fields import FIELD
+from lib_mixture.geometry import LATENT_FACTOR
+from lib_mixture.preset import Preset, TileGrid
 from lib_mixture_webui import preset_handlers as handlers
 
 try:
@@ -35,37 +36,49 @@ UPSCALE_TARGETS = ("off", "2x", "QHD 2560\u00d71440", "4K UHD 3840\u00d72160", "
 # Each control's gradio arguments by its elem name: choices or range, default, label and help, in
 # one place per control. Labels stay unique in a tab: the WebUI keeps ui-config.json defaults by
 # tab/label (img2img has its own "Scale").
+def _choice(path: str, label: str, info: str) -> dict:
+    """A radio from a table row: its options and default."""
+    f = FIELD[path]
+    return dict(choices=list(f.options), value=f.default, label=label, info=info)
+
+
+def _number(path: str, label: str, step: float, note: str = "", **override) -> dict:
+    """A slider or number field from a table row: its range (an open minimum starts one step
+    above it: gradio's bounds are inclusive), default and the allowed range in the help text."""
+    f = FIELD[path]
+    span = f"above {f.minimum:g}, up to" if f.exclusive_minimum else f"{f.minimum:g} to"
+    out = dict(minimum=step if f.exclusive_minimum else f.minimum, maximum=f.maximum, value=f.default, step=step,
+               label=label, info=f"{span} {f.maximum:g}{f.unit_text()}" + (f"; {note}" if note else ""))
+    out.update(override)
+    return out
+
+
 CONTROLS = {
     "mode": dict(choices=list(MODES), value="tiles", label="Mode",
                  info="tiles: one grid, main prompt; regions: your boxes; both"),
-    "passes": dict(choices=list(PASSES), value="both", label="Hires fix passes",
-                   info="which passes are mixed when hires fix is on"),
-    "weighting": dict(choices=list(KINDS), value="gaussian", label="Weighting", info="how crops fade into each other"),
-    "variance": dict(minimum=0.001, maximum=1.0, value=DEFAULT_VARIANCE, step=0.001, label="Gaussian variance",
-                     info="0.001 to 1 (paper: 0.01); larger = softer"),
-    "tile_w": dict(minimum=64, maximum=4096, value=768, step=8, label="Tile width (px)",
-                   info="64 to 4096, snapped to 8"),
-    "tile_h": dict(minimum=64, maximum=4096, value=768, step=8, label="Tile height (px)",
-                   info="64 to 4096, snapped to 8"),
-    "overlap": dict(minimum=0, maximum=1024, value=64, step=8, label="Minimum tile overlap (px)",
-                    info="0 to tile size - 8, snapped to 8"),
-    "batch": dict(minimum=1, maximum=64, value=4, step=1, label="Tile batch size", info="1 to 64 crops per model call"),
+    "passes": _choice("passes", "Hires fix passes", "which passes are mixed when hires fix is on"),
+    "weighting": _choice("weights.kind", "Weighting", "how crops fade into each other"),
+    "variance": _number("weights.variance", "Gaussian variance", 0.0001, "paper: 0.01; larger = softer"),
+    "tile_w": _number("tiles.width", "Tile width (px)", LATENT_FACTOR, "snapped to 8"),
+    "tile_h": _number("tiles.height", "Tile height (px)", LATENT_FACTOR, "snapped to 8"),
+    "overlap": _number("tiles.overlap", "Minimum tile overlap (px)", LATENT_FACTOR, "below the tile size, snapped to 8"),
+    "batch": _number("tiles.batch_size", "Tile batch size", 1, "crops per model call"),
     "upscale_target": dict(choices=list(UPSCALE_TARGETS), value="off", label="Upscale target",
                            info="off; 2x; QHD / 4K: that size; scale / size: the fields below"),
-    "upscale_fit": dict(choices=list(FITS), value="crop", label="Upscale fit",
-                        info="another aspect ratio: crop fills and cuts, pad fits inside, stretch distorts"),
-    "upscale_scale": dict(minimum=0.05, maximum=MAX_SCALE, value=2.0, step=0.05, label="Upscale scale",
-                          info=f"0.05 to {MAX_SCALE:g} x the source, sides snapped to 8 px"),
-    "upscale_width": dict(minimum=MIN_SIDE, maximum=MAX_SIDE, value=3840, step=8, precision=0,
-                          label="Upscale width (px)", info=f"{MIN_SIDE} to {MAX_SIDE}, snapped to 8 (target: size)"),
-    "upscale_height": dict(minimum=MIN_SIDE, maximum=MAX_SIDE, value=2160, step=8, precision=0,
-                           label="Upscale height (px)", info=f"{MIN_SIDE} to {MAX_SIDE}, snapped to 8 (target: size)"),
-    "upscale_guide": dict(minimum=0.0, maximum=1.0, value=0.0, step=0.05, label="Upscale guide strength",
-                          info="0 to 1: the share of steps the upscaled image guides the canvas; 0 = off"),
-    "vae_tiling": dict(choices=list(VAE_TILING), value="auto", label="VAE tiling",
-                       info="auto: tiled when a plain VAE pass would not fit in free memory; on: always; off: never"),
-    "vae_tile": dict(minimum=0, maximum=4096, value=0, step=8, label="VAE tile size (px)",
-                     info="0: chosen from free memory; else 64 to 4096, snapped to 8"),
+    "upscale_fit": _choice("upscale.fit", "Upscale fit",
+                           "another aspect ratio: crop fills and cuts, pad fits inside, stretch distorts"),
+    "upscale_scale": _number("upscale.scale", "Upscale scale", 0.05, "sides snapped to 8 px"),
+    "upscale_width": _number("upscale.width", "Upscale width (px)", LATENT_FACTOR, "target: size", value=3840,
+                             precision=0),
+    "upscale_height": _number("upscale.height", "Upscale height (px)", LATENT_FACTOR, "target: size", value=2160,
+                              precision=0),
+    "upscale_guide": _number("upscale.guide_strength", "Upscale guide strength", 0.05,
+                             "the share of steps the upscaled image guides the canvas; 0 = off"),
+    "vae_tiling": _choice("vae.tiling", "VAE tiling",
+                          "auto: tiled when a plain VAE pass would not fit in free memory; on: always; off: never"),
+    # 0 stands for null (chosen from the free memory): a slider has no empty value.
+    "vae_tile": _number("vae.tile", "VAE tile size (px)", LATENT_FACTOR, "0: chosen from free memory", minimum=0,
+                        value=0),
 }
 
 

@@ -1,0 +1,60 @@
+"""The panel's gradio controls take their ranges and defaults from the field table
+(lib_mixture/fields.py): the panel accepts every value the preset accepts. In-process, like
+test_mixture_inprocess.py (gradio and the WebUI's ``modules`` must import)."""
+
+import os
+
+import launcher
+import pytest
+
+from lib_mixture.fields import FIELD
+
+pytestmark = [
+    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
+    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
+                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see test_mixture_inprocess.py)"),
+]
+
+# control -> the preset field it writes
+NUMBERS = {"variance": "weights.variance", "tile_w": "tiles.width", "tile_h": "tiles.height",
+           "overlap": "tiles.overlap", "batch": "tiles.batch_size", "upscale_scale": "upscale.scale",
+           "upscale_width": "upscale.width", "upscale_height": "upscale.height",
+           "upscale_guide": "upscale.guide_strength", "vae_tile": "vae.tile"}
+CHOICES = {"passes": "passes", "weighting": "weights.kind", "upscale_fit": "upscale.fit", "vae_tiling": "vae.tiling"}
+
+
+@pytest.fixture(scope="module")
+def panel(host):
+    from lib_mixture_webui import panel
+    return panel
+
+
+@pytest.mark.parametrize("name", NUMBERS)
+def test_each_number_control_spans_its_field(panel, name):
+    control, f = panel.CONTROLS[name], FIELD[NUMBERS[name]]
+    assert control["maximum"] == f.maximum
+    if f.exclusive_minimum:  # gradio bounds are inclusive: one step above the open minimum
+        assert f.minimum < control["minimum"] <= control["step"]
+    elif name == "vae_tile":  # 0 stands for null (chosen from free memory)
+        assert control["minimum"] == 0 and f.nullable
+    else:
+        assert control["minimum"] == f.minimum
+    if name not in ("upscale_width", "upscale_height", "vae_tile"):  # those show a target, not the default
+        assert control["value"] == f.default
+    assert f"{f.maximum:g}" in control["info"]
+
+
+@pytest.mark.parametrize("name", CHOICES)
+def test_each_choice_control_offers_its_field_options(panel, name):
+    control, f = panel.CONTROLS[name], FIELD[CHOICES[name]]
+    assert tuple(control["choices"]) == f.options and control["value"] == f.default
+
+
+def test_the_built_panel_uses_the_table(panel):
+    import gradio as gr
+    with gr.Blocks() as demo:
+        panel.build(False)
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    tile, variance = by_id["mod_txt2img_tile_w"], by_id["mod_txt2img_variance"]
+    assert (tile.minimum, tile.maximum, tile.value) == (64, FIELD["tiles.width"].maximum, FIELD["tiles.width"].default)
+    assert variance.maximum == FIELD["weights.variance"].maximum
