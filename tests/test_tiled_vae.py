@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib_mixture import tiled_vae as tv
+from lib_mixture.tiled_vae import attention, execute, groupnorm, sizing
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -234,7 +235,7 @@ def test_seams_do_not_stand_out_and_naive_tiling_is_caught():
 
 def _inject_oom(monkeypatch, max_core: int, exc_factory):
     """Make tiles whose core is larger than ``max_core`` latent px on a side fail like CUDA."""
-    real = tv._run_tile
+    real = execute.run_tile
     seen = {"raised": 0, "cores": []}
 
     def fake(seg, src, core, *a, **k):
@@ -245,7 +246,7 @@ def _inject_oom(monkeypatch, max_core: int, exc_factory):
             raise exc_factory()
         return real(seg, src, core, *a, **k)
 
-    monkeypatch.setattr(tv, "_run_tile", fake)
+    monkeypatch.setattr(execute, "run_tile", fake)
     return seen
 
 
@@ -305,7 +306,7 @@ def test_half_precision(vae, z16, ref16):
 def test_half_statistics_do_not_overflow():
     """Values whose squares overflow fp16 still give exact statistics (float64 accumulation)."""
     x = (torch.randn(1, 32, 64, 64) * 300 + 1000).to(torch.float16)
-    stats = tv._combine([tv._tile_stats(x[..., :40, :], 8), tv._tile_stats(x[..., 40:, :], 8)])
+    stats = groupnorm.combine([groupnorm.tile_stats(x[..., :40, :], 8), groupnorm.tile_stats(x[..., 40:, :], 8)])
     ref = x.double().reshape(1, 8, -1)
     assert torch.allclose(stats[0], ref.mean(-1), rtol=1e-12)
     assert torch.allclose(stats[1], ref.var(-1, unbiased=False), rtol=1e-9)
@@ -317,7 +318,7 @@ def test_law_of_total_variance_matches_direct_statistics(cut_y, cut_x, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 6, 12, 10, generator=g) * torch.rand(1, 6, 1, 1, generator=g) * 5 + 3
     parts = [x[..., :cut_y, :cut_x], x[..., :cut_y, cut_x:], x[..., cut_y:, :cut_x], x[..., cut_y:, cut_x:]]
-    mean, var = tv._combine([tv._tile_stats(p, 3) for p in parts if p.numel()])
+    mean, var = groupnorm.combine([groupnorm.tile_stats(p, 3) for p in parts if p.numel()])
     flat = x.double().reshape(2, 3, -1)
     assert torch.allclose(mean, flat.mean(-1), atol=1e-12)
     assert torch.allclose(var, flat.var(-1, unbiased=False), atol=1e-10)
@@ -327,7 +328,7 @@ def test_streamed_attention_matches_sdpa():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 1, n, 16, generator=g) for n in (37, 101, 101))
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    assert (tv._attend_blocks(q, k, v, 13) - ref).abs().max().item() < 1e-5
+    assert (attention.attend_blocks(q, k, v, 13) - ref).abs().max().item() < 1e-5
 
 
 def test_progress_and_interrupt(vae, z16):
@@ -446,7 +447,7 @@ def test_ldm_first_stage_model_layout():
 
 
 def test_auto_tile_size_follows_free_memory(vae, z16, ref16, monkeypatch):
-    monkeypatch.setattr(tv, "_budget", lambda device, cfg: 6 * 2**20)
+    monkeypatch.setattr(sizing, "budget", lambda device, cfg: 6 * 2**20)
     plan = tv.plan_tiled_vae(vae, z16.shape)
     hi = plan[-1]
     assert hi["kind"] == "tiled" and hi["out_size"] == (128, 104)
@@ -454,7 +455,7 @@ def test_auto_tile_size_follows_free_memory(vae, z16, ref16, monkeypatch):
     assert all(p["tile_bytes"] <= 6 * 2**20 for p in plan if p["kind"] == "tiled")
     out = tv.tiled_decode(vae, z16, config=tv.TiledVAEConfig(stash_mib=10_000))
     assert (out - ref16).abs().max().item() < 1e-4
-    monkeypatch.setattr(tv, "_budget", lambda device, cfg: 10_000)
+    monkeypatch.setattr(sizing, "budget", lambda device, cfg: 10_000)
     with pytest.raises(ValueError, match="offload=True"):
         tv.tiled_decode(vae, z16)
 

@@ -1,0 +1,47 @@
+"""What one call shares across its stages: devices, progress, interruption, and the
+out-of-memory test its retries rely on."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .config import ProgressFn, StopFn, TiledVAEConfig, TiledVAEInterrupted
+
+MIB = 1 << 20
+
+
+class Run:
+    """Progress, interruption and placement for one call."""
+
+    def __init__(self, cfg: TiledVAEConfig, device: torch.device, dtype: torch.dtype,
+                 on_progress: Optional[ProgressFn], should_stop: Optional[StopFn]):
+        self.cfg, self.device, self.dtype = cfg, device, dtype
+        self.buf_device = torch.device("cpu") if cfg.offload else device
+        self.stash_device = torch.device("cpu")
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.done = 0
+        self.total = 0
+
+    def check(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise TiledVAEInterrupted("tiled VAE interrupted")
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """``exc`` is a device out-of-memory error (the typed one, or CUDA's RuntimeError text)."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
