@@ -55,9 +55,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from _common import proc_status_kib, use_repo  # noqa: E402
+
+ROOT = use_repo()
 
 SIZES = [(1024, 1024), (2048, 2048), (2160, 3840)]
 QUICK_SIZES = [(512, 512), (1024, 1024)]
@@ -86,14 +86,6 @@ def _latent(h: int, w: int):
     return z + 2.0 * yy - 1.5 * xx
 
 
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def _worker(args) -> None:
     import torch
 
@@ -113,13 +105,13 @@ def _worker(args) -> None:
     z = _latent(args.h // 8, args.w // 8)
     plan = tv.plan_tiled_vae(vae, z.shape, config=cfg)
     gc.collect()
-    rss0 = _status_kib("VmRSS")
+    rss0 = proc_status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     t0 = time.perf_counter()
     out = run(z)
     dt = time.perf_counter() - t0
-    peak = _status_kib("VmHWM")
+    peak = proc_status_kib("VmHWM")
     torch.save(out, args.out)
     print(json.dumps(dict(
         mode=args.mode, h=args.h, w=args.w, seconds=dt, rss0=rss0 * 1024, peak=peak * 1024,
