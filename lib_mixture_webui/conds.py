@@ -8,8 +8,7 @@ from modules import devices, extra_networks, prompt_parser, shared
 
 from lib_mixture.preset import Region
 
-_CACHE: list[tuple[Any, Any]] = []  # (params, (cond, uncond)); compared with ==, as the host does
-_CACHE_SIZE = 32
+from .lru import EqualityLRU
 
 
 def region_prompts(p: Any, region: Region, hires: bool) -> tuple[list[str], list[str], list[str]]:
@@ -45,25 +44,25 @@ def _strip_extra_networks(text: str) -> tuple[str, set[str]]:
 
 
 def encode(p: Any, prompts: list[str], negatives: list[str], width: int, height: int, steps: int,
-           hires_steps: int | None) -> tuple[Any, Any]:
+           hires_steps: int | None, cache: EqualityLRU) -> tuple[Any, Any]:
     """``(cond, uncond)`` as the sampler passes them to ``CFGDenoiser.forward``.
 
-    Cached across jobs with the host's own cache key (`p.cached_params`), so an unchanged
-    region prompt is encoded once, like the main prompt.
+    Kept in ``cache`` (the installation's, across jobs) under the host's own cache key
+    (`p.cached_params`, which includes the checkpoint), so an unchanged region prompt is
+    encoded once, like the main prompt.
     """
     use_old = shared.opts.use_old_scheduling
     c_in = prompt_parser.SdConditioning(prompts, width=width, height=height)
     u_in = prompt_parser.SdConditioning(negatives, width=width, height=height, is_negative_prompt=True)
     key = (p.cached_params(c_in, steps, p.extra_network_data, hires_steps, use_old),
            p.cached_params(u_in, steps, p.extra_network_data, hires_steps, use_old))
-    for cached_key, value in _CACHE:
-        if cached_key == key:
-            return value
+    found = cache.get(key)
+    if found is not None:
+        return found
     with devices.autocast():
         cond = prompt_parser.get_multicond_learned_conditioning(shared.sd_model, c_in, steps, hires_steps, use_old)
         uncond = prompt_parser.get_learned_conditioning(shared.sd_model, u_in, steps, hires_steps, use_old)
-    _CACHE.insert(0, (key, (cond, uncond)))
-    del _CACHE[_CACHE_SIZE:]
+    cache.put(key, (cond, uncond))
     return cond, uncond
 
 
@@ -84,7 +83,3 @@ def token_key(uncond: Any) -> tuple:
             t = c["crossattn"] if isinstance(c, dict) else c
             shapes.append(tuple(t.shape))
     return tuple(sorted(set(shapes)))
-
-
-def clear_cache() -> None:
-    _CACHE.clear()

@@ -1,9 +1,9 @@
-"""The class-level hook on ``CFGDenoiser.forward``: installed once, inert unless ``p`` carries a job.
+"""The class-level hook on ``CFGDenoiser.forward`` (`patches.REGISTRY`): inert unless ``p``
+carries a job context.
 
 Wrapping the class (not an instance) reaches every sampler of every pass in WebUI 1.6 to
 1.10 and Forge, including the txt2img first pass that has no per-pass script hook before
-1.10. The original forward is kept on the class, so "Reload UI" (which re-runs the script)
-never wraps twice; the wrapper looks up the current handler at call time.
+1.10.
 """
 
 from __future__ import annotations
@@ -14,44 +14,37 @@ import sys
 import weakref
 from typing import Any
 
-from modules import sd_samplers_cfg_denoiser, sd_samplers_common, shared
+from modules import sd_samplers_common, shared
 
 from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward, wrap_inner_slot
+from lib_mixture.geometry import LATENT_FACTOR
 
 from . import conds as region_conds
-
-_ORIGINAL = "_mod_original_forward"
-_HANDLER = "_mod_handler"
-
-
-def install() -> None:
-    cls = sd_samplers_cfg_denoiser.CFGDenoiser
-    if not hasattr(cls, _ORIGINAL):
-        original = cls.forward
-
-        def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
-            job = getattr(getattr(self, "p", None), "_mod_job", None)
-            handler = getattr(cls, _HANDLER, None)
-            if job is None or handler is None:
-                return original(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
-            return handler(original, self, job, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
-
-        forward._mod_wrapper = True
-        setattr(cls, _ORIGINAL, original)
-        cls.forward = forward
-    setattr(cls, _HANDLER, dispatch)
+from . import context
+from .patches import swapped
 
 
-def dispatch(original, den, job, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
-    if job.error is not None:
-        raise job.error
+def wrap_forward(original, host):
+    """``CFGDenoiser.forward`` that runs the mixture for a denoiser whose ``p`` has a job context."""
+    def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        ctx = context.of(getattr(self, "p", None))
+        if ctx is None:
+            return original(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+        return dispatch(original, self, ctx, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+
+    return forward
+
+
+def dispatch(original, den, ctx, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+    if ctx.job.error is not None:
+        raise ctx.job.error
     p = den.p
     if _switch_refiner(den, sigma):
         # The refiner is loaded now: its own conds replace the base model's, and region conds
         # are encoded again with it (the cache key includes the checkpoint).
         cond, uncond = den.sampler.sampler_extra_args["cond"], den.sampler.sampler_extra_args["uncond"]
-        job.forget_passes()
-    state = job.pass_state(p, den, x, uncond)
+        ctx.passes.forget()
+    state = ctx.passes.state(p, den, x, uncond)
     if state is None:
         return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
     _refuse_unsupported()
@@ -87,12 +80,8 @@ def _wrap_inner(den, make):
 def _capture_previews():
     """Record the host's per-crop previews instead of decoding each one."""
     seen: list = []
-    real = sd_samplers_common.store_latent
-    sd_samplers_common.store_latent = seen.append
-    try:
+    with swapped(sd_samplers_common, "store_latent", seen.append):
         yield seen
-    finally:
-        sd_samplers_common.store_latent = real
 
 
 def _before_batch(i: int, n: int) -> None:
@@ -131,7 +120,7 @@ def _around_call(specs):
     if not params or hypertile is None:
         yield
         return
-    width, height = specs[0].box.width * 8, specs[0].box.height * 8
+    width, height = specs[0].box.width * LATENT_FACTOR, specs[0].box.height * LATENT_FACTOR
     tile = min(hypertile.largest_tile_size_available(width, height), getattr(shared.opts, "hypertile_max_tile_unet", 256))
     saved = [(p, p.aspect_ratio, p.tile_size) for p in params]
     for p in params:

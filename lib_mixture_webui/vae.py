@@ -1,42 +1,34 @@
 """Tiled VAE in the host: the VAE's encoder and decoder run through ``lib_mixture.tiled_vae``
 while a job that asks for it runs.
 
-The trampolines sit on the *classes* of the ldm (SD1.x/2.x) and sgm (SDXL) ``Encoder`` and
-``Decoder``, so every path that reaches them is covered: the img2img init encode, hires fix,
-the final decode, full-quality live previews, the refiner's VAE. The host still does what
-surrounds them (scaling factor, ``quant_conv``, the posterior's sampling with its RNG, dtype
-and NaN fallbacks). TAESD, when chosen for decode or encode, is reached through the host's
-``sd_vae_taesd.decoder_model``/``encoder_model`` getters, which are wrapped the same way.
+The wrappers sit on the *classes* of the ldm (SD1.x/2.x) and sgm (SDXL) ``Encoder`` and
+``Decoder`` (listed in `patches.REGISTRY`), so every path that reaches them is covered: the
+img2img init encode, hires fix, the final decode, full-quality live previews, the refiner's
+VAE. The host still does what surrounds them (scaling factor, ``quant_conv``, the
+posterior's sampling with its RNG, dtype and NaN fallbacks). TAESD, when chosen for decode or
+encode, is reached through the host's ``sd_vae_taesd.decoder_model``/``encoder_model``
+getters, which are wrapped the same way.
 
-The trampolines are installed once and are inert unless a route is active. A route is
-activated by the script's ``process`` and ended by ``postprocess`` and by ``p.close()``,
-which the WebUI calls even when the job fails, so no job leaks its settings into the next.
+The wrappers are inert unless the installation's current job context has a `Route`
+(`context.JobContext`, started by the script's ``process``, ended by ``postprocess`` or
+``p.close()``).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from modules import sd_vae_taesd, shared
+from modules import shared
 
+from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import VAETiling
 from lib_mixture.tiled_vae import TiledVAEConfig, TiledVAEInterrupted, plan_tiled_vae, tiled_decode, tiled_encode
 
-_CLASSES = (
-    ("ldm.modules.diffusionmodules.model", "Encoder", "encode"),
-    ("ldm.modules.diffusionmodules.model", "Decoder", "decode"),
-    ("sgm.modules.diffusionmodules.model", "Encoder", "encode"),
-    ("sgm.modules.diffusionmodules.model", "Decoder", "decode"),
-)
-_ORIGINAL = "_mod_original_forward"
-_GETTERS = ("decoder_model", "encoder_model")
 AUTO_MEMORY_FRACTION = 0.6  # of the free memory a plain pass may use before auto mode tiles
 STASH_MEMORY_FRACTION = 0.4  # of the host's available memory for the tiles' stashed activations
 STASH_MAX_MIB = 32768
@@ -59,14 +51,14 @@ class Route:
         stash = 0
         if device.type == "cpu":
             stash = max(0, min(int(STASH_MEMORY_FRACTION * free_memory(device) / 2**20), STASH_MAX_MIB))
-        return TiledVAEConfig(tile_size=None if self.settings.tile is None else self.settings.tile // 8,
+        return TiledVAEConfig(tile_size=None if self.settings.tile is None else self.settings.tile // LATENT_FACTOR,
                               stash_mib=stash)
 
     def wants_tiles(self, module: torch.nn.Module, x: torch.Tensor, mode: str) -> bool:
         if self.settings.tiling == "off":
             return False
         try:  # the plan of one tile over the whole input: the plain pass's memory
-            whole = max(1, max(x.shape[-2:]) // (8 if mode == "encode" else 1))
+            whole = max(1, max(x.shape[-2:]) // (LATENT_FACTOR if mode == "encode" else 1))
             stages = plan_tiled_vae(module, x.shape, mode, tile_size=whole, config=self.config(x.device))
         except NotImplementedError as e:
             self._skip(f"{type(module).__name__} cannot be tiled ({e}); the plain VAE {mode} runs")
@@ -123,11 +115,6 @@ class Route:
         return out
 
 
-_route: Route | None = None
-_last_log: list[dict] = []  # the last finished job's tiled passes (console summary, tests)
-_lock = threading.Lock()
-
-
 def free_memory(device: torch.device) -> float:
     """Bytes a new allocation can get: free CUDA memory plus PyTorch's cached blocks, or the
     host's available memory."""
@@ -144,30 +131,31 @@ def free_memory(device: torch.device) -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def install() -> None:
-    """Trampolines on the host's Encoder/Decoder classes and TAESD getters (once)."""
-    for module_name, cls_name, mode in _CLASSES:
-        try:
-            cls = getattr(importlib.import_module(module_name), cls_name)
-        except (ImportError, AttributeError):
-            continue  # e.g. a host without sgm
-        if not hasattr(cls, _ORIGINAL):
-            setattr(cls, _ORIGINAL, cls.forward)
-            cls.forward = _trampoline(cls.forward, mode)
-    for name in _GETTERS:
-        getter = getattr(sd_vae_taesd, name, None)
-        if getter is not None and not getattr(getter, "_mod_wrapper", False):
-            setattr(sd_vae_taesd, name, _taesd_getter(getter, "decode" if name == "decoder_model" else "encode"))
+def wrap_encoder(original: Callable, host: Any) -> Callable:
+    """``Encoder.forward`` that tiles while the host's current job asks for it."""
+    return _trampoline(original, host, "encode")
 
 
-def _trampoline(original: Callable, mode: str) -> Callable:
+def wrap_decoder(original: Callable, host: Any) -> Callable:
+    return _trampoline(original, host, "decode")
+
+
+def wrap_taesd_decoder(getter: Callable, host: Any) -> Callable:
+    """``sd_vae_taesd.decoder_model`` whose model tiles while the host's current job asks for it."""
+    return _taesd_getter(getter, host, "decode")
+
+
+def wrap_taesd_encoder(getter: Callable, host: Any) -> Callable:
+    return _taesd_getter(getter, host, "encode")
+
+
+def _trampoline(original: Callable, host: Any, mode: str) -> Callable:
     def forward(self, x, *args, **kwargs):
-        route = _route
+        route = host.vae_route()
         if route is None or args or kwargs or not route.wants_tiles(self, x, mode):
             return original(self, x, *args, **kwargs)
         return route.run(self, x, mode)
 
-    forward._mod_wrapper = True
     return forward
 
 
@@ -184,57 +172,10 @@ class _TiledTAESD(torch.nn.Module):
         return self.route.run(self.inner, x, self.mode)
 
 
-def _taesd_getter(getter: Callable, mode: str) -> Callable:
+def _taesd_getter(getter: Callable, host: Any, mode: str) -> Callable:
     def get(*args, **kwargs):
         model = getter(*args, **kwargs)
-        route = _route
+        route = host.vae_route()
         return model if route is None or model is None else _TiledTAESD(model, route, mode)
 
-    get._mod_wrapper = True
     return get
-
-
-def activate(p: Any, settings: VAETiling) -> Route:
-    """Make ``settings`` apply until this job ends (postprocess, or ``p.close()`` on failure)."""
-    global _route
-    install()
-    route = Route(settings)
-    with _lock:
-        _route = route
-    p._mod_vae_route = route
-    close = p.close
-    if not getattr(close, "_mod_wrapper", False):
-        def close_and_deactivate():
-            deactivate(p)
-            return close()
-
-        close_and_deactivate._mod_wrapper = True
-        p.close = close_and_deactivate
-    return route
-
-
-def deactivate(p: Any) -> None:
-    """End this job's route (no-op when another job's route is active or none is)."""
-    global _route, _last_log
-    route = getattr(p, "_mod_vae_route", None)
-    with _lock:
-        if route is not None and _route is route:
-            _route = None
-            _last_log = list(route.log)
-    p._mod_vae_route = None
-
-
-def reset() -> None:
-    """End any route: a new job starts from the host's plain VAE."""
-    global _route, _last_log
-    with _lock:
-        _route = None
-        _last_log = []
-
-
-def active() -> Route | None:
-    return _route
-
-
-def last_log() -> list[dict]:
-    return list(_last_log)

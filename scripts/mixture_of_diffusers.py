@@ -6,12 +6,12 @@ from __future__ import annotations
 from modules import script_callbacks, scripts
 
 from lib_mixture.preset import PresetError
-from lib_mixture_webui import hook, panel, settings, upscale, user_presets, vae
+from lib_mixture_webui import context, panel, patches, settings, upscale, user_presets
 from lib_mixture_webui.args import INFOTEXT_KEY, ImageInfotext, pasted_config, read_args
-from lib_mixture_webui.job import Job, read_guides
+from lib_mixture_webui.guides import guide_refs, read_guides
+from lib_mixture_webui.job import Job
 
-hook.install()
-vae.install()
+patches.install()  # the class-level host patches, once (patches.REGISTRY)
 script_callbacks.on_ui_settings(settings.register)
 
 
@@ -32,11 +32,12 @@ class MixtureOfDiffusersScript(scripts.Script):
         return [enabled, config]
 
     def setup(self, p, *args):
-        p._mod_job = None
+        context.clear(p)
 
     def process(self, p, *args):
-        p._mod_job = None
-        vae.reset()  # whatever happened to the last job, this one starts from the plain VAE
+        context.clear(p)
+        host = patches.install()  # no-op when installed
+        host.end_current()  # whatever happened to the last job, this one starts from the plain VAE
         limits = settings.limits()
         try:
             enabled, preset = read_args(args, limits)
@@ -46,42 +47,38 @@ class MixtureOfDiffusersScript(scripts.Script):
                 guides = read_guides(preset, policy)
                 if preset.upscale is not None:
                     print(f"[Mixture of Diffusers] {upscale.apply(p, preset.upscale)}")
-                job = Job(p, preset, limits=limits, guides=guides)  # after the upscale: its canvas
-                job.check_plans(p)
+                job = Job(p, preset, limits=limits)  # after the upscale: its canvas
+                job.check(p)
         except PresetError as e:
             # Script hooks' exceptions are only logged by the WebUI; the denoiser hook raises
             # this at the first step, so the job stops and an API caller sees the message.
-            p._mod_job = Job(p, None, error=e)
+            context.attach(p, context.JobContext(Job(p, None, error=e)))
             return
         if not enabled:
             return
-        vae.activate(p, preset.vae)  # before p.init(), which encodes img2img's init images
-        p._mod_job = job
+        # Now, before p.init(), which encodes img2img's init images with the job's VAE settings.
+        context.attach(p, context.JobContext(job, host, guides, preset.vae))
         # The resolved preset: px boxes carry the canvas they were drawn on, so a paste into
         # another size scales them; region seeds and guides as each image used them.
-        p.extra_generation_params[INFOTEXT_KEY] = ImageInfotext(job.preset, job.guide_refs())
+        p.extra_generation_params[INFOTEXT_KEY] = ImageInfotext(job.preset, guide_refs(job.preset, guides))
 
     def postprocess(self, p, processed, *args):
-        route = getattr(p, "_mod_vae_route", None)
-        if route is not None:
-            p._mod_vae_log = route.log  # what was tiled, for the console and the tests
-            for entry in route.log:
+        ctx = context.of(p)
+        if ctx is not None:
+            for entry in ctx.vae_log:
                 what = "image" if entry["mode"] == "encode" else "latent"
                 print(f"[Mixture of Diffusers] tiled VAE {entry['mode']} of a {entry['shape'][-1]}x{entry['shape'][-2]} "
                       f"{what}: {entry['tiles']} tiles, {entry['seconds']:.1f} s")
-        vae.deactivate(p)
+        context.end(p)
 
     def process_batch(self, p, *args, **kwargs):
-        route = getattr(p, "_mod_vae_route", None)
-        if route is not None:
-            route.sampling_started = True
-        job = getattr(p, "_mod_job", None)
-        if job is not None and job.error is None:
-            job.install_region_noise(p)
+        ctx = context.of(p)
+        if ctx is not None:
+            ctx.batch_started(p)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         # WebUI 1.10+: the hires pass's initial noise, for guide images there.
-        job = getattr(p, "_mod_job", None)
-        if job is not None and getattr(p, "is_hr_pass", False) and kwargs.get("noise") is not None:
-            job.noise[True] = kwargs["noise"]
+        ctx = context.of(p)
+        if ctx is not None and getattr(p, "is_hr_pass", False) and kwargs.get("noise") is not None:
+            ctx.saw_hires_noise(kwargs["noise"])
 

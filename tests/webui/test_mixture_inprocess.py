@@ -272,7 +272,7 @@ def test_region_seed_replaces_the_initial_noise_inside_its_box_only(script):
 
     def grab(params):
         if not captured:
-            captured.append(params.denoiser.p._mod_job.noise[False].clone())
+            captured.append(params.denoiser.p._mod.noise.initial[False].clone())
     script_callbacks.on_cfg_denoiser(grab)
     try:
         regions = [{"x": 64, "y": 32, "width": 64, "height": 64, "prompt": "a lake", "seed": 1234}]
@@ -301,7 +301,7 @@ def test_refiner_switch_mid_job_reencodes_region_conds(script, tmp_path_factory)
     import tiny_checkpoint
     from modules import sd_models, shared
 
-    from lib_mixture_webui import conds
+    from lib_mixture_webui import patches
 
     base_info = shared.sd_model.sd_checkpoint_info
     folder = Path(sd_models.model_path)
@@ -310,13 +310,14 @@ def test_refiner_switch_mid_job_reencodes_region_conds(script, tmp_path_factory)
     for suffix in (".safetensors", ".yaml"):
         shutil.copy(built.with_suffix(suffix), folder / f"tiny-refiner{suffix}")
     sd_models.list_models()
-    conds.clear_cache()
+    cache = patches.installed().conds
+    cache.clear()
     try:
         res = run(script, preset(tiles=TILES, regions=THREE_REGIONS), steps=4, refiner_checkpoint="tiny-refiner",
                   refiner_switch_at=0.5)
         assert res.images[0].size == (W, H)
         assert "Refiner: tiny-refiner" in res.infotexts[0]
-        checkpoints = {key[0][5] for key, _ in conds._CACHE}  # cached_params: the checkpoint info
+        checkpoints = {key[0][5] for key in cache.keys()}  # cached_params: the checkpoint info
         assert len(checkpoints) == 2  # region conds encoded by the base model, then by the refiner
     finally:
         sd_models.reload_model_weights(info=base_info)
@@ -339,9 +340,9 @@ def source(w, h):
 
 
 def vae_active():
-    from lib_mixture_webui import vae
+    from lib_mixture_webui import patches
 
-    return vae.active()
+    return patches.installed().vae_route()
 
 
 def test_upscale_uses_the_host_upscaler_and_the_tile_grid(script, model_calls, monkeypatch):
@@ -430,9 +431,9 @@ def test_tiled_vae_matches_the_plain_vae_in_encode_and_decode(script):
 
 
 def script_log():
-    from lib_mixture_webui import vae
+    from lib_mixture_webui import patches
 
-    return vae.last_log()
+    return patches.installed().last_vae_log
 
 
 def test_tiled_vae_auto_leaves_images_that_fit_bit_identical(script):
@@ -600,7 +601,7 @@ def test_a_region_seed_on_a_canvas_off_the_grid_is_used(script, capfd):
 
     def grab(params):
         if not captured:
-            captured.append(params.denoiser.p._mod_job.noise[False].clone())
+            captured.append(params.denoiser.p._mod.noise.initial[False].clone())
     region = {"x": 0, "y": 0, "width": 128, "height": 196, "seed": 4321}
     config = preset(tiles=TILES, regions=[region, {"x": 128, "y": 0, "width": 128, "height": 196}])
     script_callbacks.on_cfg_denoiser(grab)
@@ -626,9 +627,9 @@ def test_each_image_reproduces_from_its_own_infotext(script, batch):
     noises = []
 
     def grab(params):
-        job = params.denoiser.p._mod_job
-        if params.sampling_step == 0 and not any(n is job.noise[False] for n in noises):
-            noises.append(job.noise[False])
+        initial = params.denoiser.p._mod.noise.initial
+        if params.sampling_step == 0 and not any(n is initial[False] for n in noises):
+            noises.append(initial[False])
     config = preset(tiles=TILES, regions=[{"x": 0, "y": 0, "width": 96, "height": 128, "seed": 4321,
                                            "prompt": "a red barn"}])
     script_callbacks.on_cfg_denoiser(grab)
@@ -705,3 +706,78 @@ def test_interrupt_in_the_source_encode_ends_the_job_as_the_webui_does(script, m
     assert res.images == [] and max(seen) == 2
     assert vae_active() is None
     assert np.array_equal(pixels(run().images[0]), pixels(reference.images[0]))
+
+
+# ---- host patches: per-job ones restored however a job ends, class-level ones given back -----
+
+
+@pytest.mark.parametrize("ending", ["finished", "failed", "interrupted"])
+def test_after_any_job_every_per_job_patch_is_the_hosts_own(script, ending, monkeypatch):
+    import inprocess
+    from modules import processing, script_callbacks, sd_samplers_common, shared
+
+    from lib_mixture_webui import patches
+
+    per_job = {(x.owner, x.attribute) for x in patches.REGISTRY if x.scope != patches.CLASS}
+    assert per_job == {("p", "close"), ("p.rng", "next"), ("modules.sd_samplers_common", "store_latent")}
+    store_latent = sd_samplers_common.store_latent
+    seen = []
+
+    def during(params):
+        p = params.denoiser.p
+        seen.append((p.rng, patches.is_ours(p.close), patches.is_ours(p.rng.next)))
+        if ending == "interrupted" and len(seen) == 2:
+            shared.state.interrupted = True
+    if ending == "failed":
+        def explode(*args, **kw):
+            raise RuntimeError("boom in the decode")
+        monkeypatch.setattr(processing, "decode_latent_batch", explode)
+    config = preset(tiles=TILES, regions=[{"x": 0, "y": 0, "width": 96, "height": 128, "seed": 5, "prompt": "a barn"}],
+                    vae={"tiling": "on", "tile": 64})
+    p = inprocess._processing("StableDiffusionProcessingTxt2Img", [(script, [True, json.dumps(config)])], False,
+                              width=W, height=H, steps=3, seed=11, prompt="a landscape")
+    script_callbacks.on_cfg_denoiser(during)
+    try:
+        if ending == "failed":
+            with pytest.raises(RuntimeError, match="boom"):
+                processing.process_images(p)
+        else:
+            processing.process_images(p)
+            assert "close" not in vars(p)  # postprocess ended the job before the WebUI closes p
+    finally:
+        script_callbacks.remove_callbacks_for_function(during)
+        shared.state.interrupted = False
+        p.close()
+    assert seen and all(close and rng_next for _, close, rng_next in seen)  # patched while the job ran
+    assert "close" not in vars(p) and not patches.is_ours(p.close)
+    assert all("next" not in vars(rng) for rng, _, _ in seen) and "next" not in vars(p.rng)
+    assert sd_samplers_common.store_latent is store_latent
+    assert p._mod.ended and vae_active() is None
+
+
+def test_uninstall_gives_back_every_class_level_attribute(script):
+    """Extension off changes nothing: with every host attribute given back the WebUI's image is
+    its own, and installing again (the script's next job does) wraps once."""
+    import numpy as np
+
+    from lib_mixture_webui import patches
+
+    installation = patches.install()
+    assert patches.install() is installation
+    installed = patches.held()
+    names = {owner.rsplit(".", 1)[-1] + "." + attribute for owner, attribute in installed}
+    assert {"CFGDenoiser.forward", "Encoder.forward", "Decoder.forward", "sd_vae_taesd.decoder_model",
+            "sd_vae_taesd.encoder_model"} <= names
+    assert all(patches.is_ours(v) for v in installed.values())
+    host_own = {(a.owner, a.attribute): a.original for a in installation.applied}
+    with_patches = run()
+    try:
+        assert patches.uninstall() == []
+        after = patches.held()
+        assert all(not patches.is_ours(v) for v in after.values())
+        assert all(vars(owner)[attribute] is original for (owner, attribute), original in host_own.items())
+        assert np.array_equal(pixels(run().images[0]), pixels(with_patches.images[0]))
+    finally:
+        again = patches.install()
+    assert again is not installation and set(patches.held()) == set(installed)
+    assert run(script, preset(tiles=TILES)).images[0].size == (W, H)
