@@ -278,16 +278,10 @@ def measure_size(configs, ckpt, td_dir, log_dir, size, steps, repeats, threads) 
 
 def build_checkpoint() -> Path:
     """The tiny random checkpoint, built by the WebUI's own python (this process needs no torch)."""
-    import subprocess
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="mod-bench-ckpt-")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import tiny_checkpoint; "
-            "print(tiny_checkpoint.build_tiny_checkpoint(sys.argv[2]))")
-    python = launcher.default_webui_python(launcher.default_webui_dir())
-    out = subprocess.run([str(python), "-c", code, str(ROOT / "tests" / "webui"), folder], check=True,
-                         capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return launcher.tiny_checkpoint(folder, launcher.default_webui_python(launcher.default_webui_dir()))
 
 
 def main(argv=None) -> int:

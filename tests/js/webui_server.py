@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,20 +23,10 @@ sys.path.insert(0, str(ROOT / "tests" / "webui"))
 import launcher  # noqa: E402
 
 
-def checkpoint(tmp: Path) -> Path:
-    given = os.environ.get("MOD_TINY_CKPT")
-    if given:
-        return Path(given)
-    webui = launcher.default_webui_dir()
-    python = launcher.default_webui_python(webui)
-    subprocess.run([str(python), str(ROOT / "tests" / "webui" / "tiny_checkpoint.py"), str(tmp)], check=True,
-                   stdout=sys.stderr)
-    return tmp / "tiny-sd15.safetensors"
-
-
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mod-js-webui-"))
-    ui = launcher.WebUI(checkpoint(tmp), extensions={"sd-webui-mixture-of-diffusers": ROOT},
+    python = launcher.default_webui_python(launcher.default_webui_dir())
+    ui = launcher.WebUI(launcher.tiny_checkpoint(tmp, python), extensions={"sd-webui-mixture-of-diffusers": ROOT},
                         data_dir=tmp / "data", log_path=tmp / "webui.log")
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -114,6 +114,24 @@ def default_webui_python(webui_dir: PathLike) -> Path:
     return Path(value) if value else Path(webui_dir) / "venv" / "bin" / "python"
 
 
+def tiny_checkpoint(out_dir: PathLike, python: Optional[PathLike] = None) -> Path:
+    """``MOD_TINY_CKPT``, or the tiny random checkpoint `tiny_checkpoint.py` builds into
+    ``out_dir``: in this interpreter, or run by ``python`` (the WebUI's, for a process
+    without torch and safetensors; ImportError here when this one lacks them)."""
+    given = os.environ.get("MOD_TINY_CKPT")
+    if given:
+        return Path(given)
+    builder = Path(__file__).resolve().with_name("tiny_checkpoint.py")
+    if python is None:
+        if str(builder.parent) not in sys.path:
+            sys.path.insert(0, str(builder.parent))
+        import tiny_checkpoint
+
+        return tiny_checkpoint.build_tiny_checkpoint(out_dir)
+    out = subprocess.run([str(python), str(builder), str(out_dir)], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def webui_available(webui_dir: Optional[PathLike] = None) -> bool:
     """True when a WebUI checkout and its interpreter are where the env vars say."""
     try:
