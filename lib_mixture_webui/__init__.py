@@ -1,8 +1,10 @@
 """The A1111 WebUI adapter: everything that imports the WebUI's ``modules``.
 
-``hook`` installs the class-level dispatch on ``CFGDenoiser.forward``; ``job`` turns a
-validated preset and a processing object ``p`` into per-pass mixture state; ``conds``
-encodes region prompts with the host's prompt parser; ``args`` reads the script's
-arguments from the UI, the API and pasted infotext. The engine (``lib_mixture``) knows
-none of this.
+``patches`` registers and installs every host patch (the ``CFGDenoiser.forward`` dispatch, the
+VAE classes, per-job ``p.close`` and ``p.rng.next``); ``context`` is the one job context on
+``p`` (``p._mod``); ``job`` holds the preset on its canvas and its plans; ``passes`` builds a
+pass's host side (``conds`` region prompts, ``noise`` region seeds, ``guides`` guide images);
+``hook`` and ``vae`` are the wrappers; ``args`` reads the script's arguments from the UI, the
+API and pasted infotext; ``panel``, ``preset_handlers`` and ``user_presets`` are the panel;
+``settings`` the server owner's options. The engine (``lib_mixture``) knows none of this.
 """
