@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .checker import Checker, show
+from .geometry import LATENT_FACTOR
 from .limits import DEFAULT_LIMITS, Limits, json_shape_problem
 
 from .fields import (FITS, MAX_BATCH, MAX_NAME, MAX_SCALE, MAX_SIDE, MIN_SIDE, PASSES, PROMPT_MODES,  # noqa: F401
@@ -41,6 +42,11 @@ class Overlap:
     x: int
     y: int
 
+    @classmethod
+    def square(cls, value: int) -> "Overlap":
+        """The same overlap across columns and rows (what a single number in a preset means)."""
+        return cls(value, value)
+
 
 @dataclass(frozen=True)
 class TileGrid:
@@ -48,7 +54,7 @@ class TileGrid:
 
     width: int = default("tiles.width")
     height: int = default("tiles.height")
-    overlap: Overlap = Overlap(default("tiles.overlap"), default("tiles.overlap"))
+    overlap: Overlap = Overlap.square(default("tiles.overlap"))
     batch_size: int = default("tiles.batch_size")
 
 
@@ -128,6 +134,8 @@ class VAETiling:
 
 @dataclass(frozen=True)
 class Canvas:
+    """The canvas the region boxes were drawn on, in px; boxes scale with the generation's size."""
+
     width: int
     height: int
 
@@ -286,20 +294,20 @@ def _upscale(c: Checker, raw: Any) -> Upscale | None:
 
 def _overlap(c: Checker, t: dict, tw: int, th: int) -> Overlap:
     """One overlap or ``{x, y}``, each below its tile side by at least one latent cell."""
-    fallback = Overlap(default("tiles.overlap"), default("tiles.overlap"))
+    fallback = Overlap.square(default("tiles.overlap"))
     raw = t.get("overlap")
     if "overlap" not in t:
         return fallback
     if isinstance(raw, dict):
         if not c.keys(raw, "tiles.overlap"):
             return fallback
-        ox = c.field(raw, "tiles.overlap.x", "tiles.overlap", hi=max(tw - 8, 0),
+        ox = c.field(raw, "tiles.overlap.x", "tiles.overlap", hi=max(tw - LATENT_FACTOR, 0),
                      note=" (below the tile width)")
-        oy = c.field(raw, "tiles.overlap.y", "tiles.overlap", hi=max(th - 8, 0),
+        oy = c.field(raw, "tiles.overlap.y", "tiles.overlap", hi=max(th - LATENT_FACTOR, 0),
                      note=" (below the tile height)")
         return Overlap(ox, oy)
-    value = c.field(t, "tiles.overlap", "tiles", hi=max(min(tw, th) - 8, 0), note=" (below the tile size)")
-    return fallback if value is None else Overlap(value, value)
+    value = c.field(t, "tiles.overlap", "tiles", hi=max(min(tw, th) - LATENT_FACTOR, 0), note=" (below the tile size)")
+    return fallback if value is None else Overlap.square(value)
 
 
 def _region(c: Checker, raw: Any, path: str, units: str, canvas: Canvas | None,
