@@ -15,9 +15,11 @@ canvas's own conditioning and guidance scale, and the host's CFG combination is 
 the model outputs (``uncond + scale * (cond - uncond)``, weights summing to 1 on every pixel),
 so mixing the raw model outputs and combining once equals combining per crop and mixing.
 The host's forward then runs once per step on the canvas, as without the extension, and only
-its inner model call (the UNet) is split into crop batches. Its per-call work (conditioning
-reconstruction, callbacks, CFG combination, masks, the x0 estimate, the preview) is done once
-per step instead of once per batch; the UNet work is the same.
+its model call (the UNet, under the sampler's wrapper: the WebUI's ``apply_model``) is split
+into crop batches. Its per-call work (conditioning reconstruction, the sigma-to-timestep
+conversion, callbacks, CFG combination, masks, the x0 estimate, the preview) is done once per
+step instead of once per batch; the UNet work is the same. The wrapper's scalings are
+elementwise and the weights sum to 1, so mixing below them equals mixing above them.
 
 Contract kept with the host, whatever happens inside (an interrupt is a BaseException):
 the denoiser's ``step`` advances by exactly one per canvas call; ``mask``, ``nmask`` and
@@ -47,8 +49,9 @@ class HostHooks:
     canvas batch of B images), in crop order. ``capture_previews()`` is a context manager
     that, while open, records the host's per-call live previews into the list it yields
     instead of showing them; ``show_preview(latent)`` shows one. ``wrap_inner(den, make)`` is a
-    context manager that, while open, has the host's forward call ``make(inner)`` instead of its
-    inner model ``inner`` (`inner_forward`; without it every job takes `mixture_forward`).
+    context manager that, while open, has the host's forward call ``make(model)`` instead of its
+    model call ``model(x, sigma_or_t, cond=...)`` (`inner_forward`, with `wrapped_attribute`;
+    without it every job takes `mixture_forward`).
     ``before_batch(i, n)`` runs
     before host call ``i`` of ``n`` in a step (progress text; it may raise to interrupt).
     ``around_call(specs)`` is a context manager entered around each host call, for host state
@@ -156,27 +159,33 @@ def inner_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tensor
 
 
 @contextmanager
-def wrap_inner_slot(den: Any, make: Callable[[Any], Any], slot: str) -> Iterator[None]:
-    """Have ``den.inner_model`` (a property over the attribute ``slot``) be ``make(inner)`` until
-    the block ends. If the host replaced the slot meanwhile (a refiner switch resets it), its new
-    value is kept; otherwise the inner model is put back, also after an interrupt."""
-    real = den.inner_model
+def wrapped_attribute(owner: Any, name: str, make: Callable[[Any], Any]) -> Iterator[None]:
+    """Have ``owner.<name>`` be ``make(real)`` until the block ends, ``real`` being its value now
+    (a child module, or a bound method such as a model's ``apply_model``). If the host replaced
+    it meanwhile (a refiner switch reloads the model), its new value is kept; otherwise the
+    host's own is back, also after an interrupt: an attribute the owner held itself is put
+    back, one it only inherited from its class is removed again, so nothing is left behind."""
+    real = getattr(owner, name)
+    had_own = name in vars(owner) or name in getattr(owner, "_modules", {})
     wrapper = make(real)
-    setattr(den, slot, wrapper)
+    setattr(owner, name, wrapper)
     try:
         yield
     finally:
-        if getattr(den, slot) is wrapper:
-            setattr(den, slot, real)
+        if getattr(owner, name) is wrapper:
+            if had_own:
+                setattr(owner, name, real)
+            else:
+                delattr(owner, name)
 
 
 class TiledInner(torch.nn.Module):
-    """Stands in for the host's inner model (``model(x, sigma, cond=...)``) during one forward:
-    a canvas-sized call becomes one call per crop batch, its outputs mixed with the compiled
-    weights. Conditioning values with one row per canvas row are cropped when spatial
+    """Stands in for the host's model call (``model(x, sigma_or_t, cond=...)``) during one
+    forward: a canvas-sized call becomes one call per crop batch, its outputs mixed with the
+    compiled weights. Conditioning values with one row per canvas row are cropped when spatial
     (``c_concat`` of inpainting models, canvas-sized) and repeated per crop otherwise (text
     embeddings, SDXL's vector), in the crops' row order. Other attributes are the inner
-    model's. A module, because hosts keep their inner model as a child module; the inner model
+    model's. A module, so that it may also stand in a host's child-module slot; the inner model
     is held outside the module tree, so it is not registered twice."""
 
     def __init__(self, inner: Any, state: PassState, hooks: HostHooks):
@@ -192,17 +201,18 @@ class TiledInner(torch.nn.Module):
                 raise
             return getattr(self.__dict__["inner"], name)
 
-    def forward(self, x: torch.Tensor, sigma: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         mixture = self.state.mixture
         if tuple(x.shape[-2:]) != (mixture.height, mixture.width):
-            return self.inner(x, sigma, **kwargs)
+            return self.inner(x, sigma, *args, **kwargs)
         rows, size, hooks = x.shape[0], tuple(x.shape[-2:]), self.hooks
 
         def predict(x_in: torch.Tensor, sigma_in: Any, specs: Sequence[CropSpec]) -> torch.Tensor:
+            tiled_args = [_tile_value(v, specs, rows, size) for v in args]
             tiled = {k: _tile_value(v, specs, rows, size) for k, v in kwargs.items()}
             around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
             with around:
-                out = self.inner(x_in, sigma_in, **tiled)
+                out = self.inner(x_in, sigma_in, *tiled_args, **tiled)
             _check_rows([out], rows * len(specs))
             return out
 

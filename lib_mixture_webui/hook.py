@@ -16,7 +16,7 @@ from typing import Any
 
 from modules import sd_samplers_common, shared
 
-from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward, wrap_inner_slot
+from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward, wrapped_attribute
 from lib_mixture.geometry import LATENT_FACTOR
 
 from . import conds as region_conds
@@ -71,9 +71,19 @@ def _refuse_unsupported() -> None:
 
 
 def _wrap_inner(den, make):
-    """Every CFG denoiser of 1.6 to 1.10 keeps its inner model in ``model_wrap`` (``inner_model``
-    is a property over it)."""
-    return wrap_inner_slot(den, make, "model_wrap")
+    """The model call under the sampler's wrapper (a per-call patch in `patches.REGISTRY`).
+
+    Every CFG denoiser of 1.6 to 1.10 keeps a k-diffusion or timesteps wrapper in
+    ``inner_model`` whose ``inner_model`` is the loaded model: the wrapper scales the input and
+    turns sigma into a timestep once per step, then calls ``apply_model(x, t, cond=...)``. That
+    call is split into crop batches (as a plain function: the model's module tree is untouched)."""
+    model = den.inner_model.inner_model
+
+    def tiled(real):
+        split = make(real)
+        return lambda *args, **kwargs: split(*args, **kwargs)
+
+    return wrapped_attribute(model, "apply_model", tiled)
 
 
 @contextlib.contextmanager

@@ -61,6 +61,9 @@ REGISTRY: tuple[Patch, ...] = (
           "seeded regions get their own initial noise in their box"),
     Patch("modules.sd_samplers_common", "store_latent", CALL, "lib_mixture_webui.hook",
           "per-crop live previews are recorded, then one full-size preview is shown per step"),
+    Patch("modules.shared.sd_model", "apply_model", CALL, "lib_mixture_webui.hook",
+          "a tile grid without regions: the model call under the sampler's wrapper is split into crop "
+          "batches, once per step (instance attribute, removed again after the call)"),
 )
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from k_diffusion import sampling
 
-from lib_mixture.denoiser_hook import HostHooks, PassState, inner_forward, mixture_forward, wrap_inner_slot
+from lib_mixture.denoiser_hook import HostHooks, PassState, inner_forward, mixture_forward, wrapped_attribute
 from lib_mixture.geometry import Box, to_latent
 from lib_mixture.guide import GuideSpec, active_calls
 from lib_mixture.mixture import compile_mixture
@@ -269,24 +269,46 @@ def test_guide_box_holds_the_noised_guide_while_active():
 # ---- the tile-grid path: the host's forward once per step, its inner model call split ------------
 
 
-class InnerModel(torch.nn.Module):
-    """The host's inner model contract: ``model(x, sigma, cond={"c_crossattn": [emb], "c_concat": [img]})``,
-    a child module of the CFG denoiser. The inpainting-style ``c_concat`` adds a spatial term, so
-    a wrongly cropped one shows."""
+class LoadedModel(torch.nn.Module):
+    """The loaded model's contract: ``apply_model(x, t, cond={"c_crossattn": [emb], "c_concat": [img]})``.
+    The inpainting-style ``c_concat`` adds a spatial term, so a wrongly cropped one shows."""
 
     def __init__(self, model):
         super().__init__()
         self.model, self.calls, self.sizes = model, 0, []
-        self.sigma_data = 1.0  # an attribute the host's callbacks may read
 
-    def forward(self, x, sigma, cond):
+    def apply_model(self, x, t, cond):
         self.calls += 1
         self.sizes.append(tuple(x.shape))
-        out = self.model(x, sigma, cond["c_crossattn"][0])
+        out = self.model(x, t, cond["c_crossattn"][0])
         concat = cond["c_concat"][0]
         if concat is not None and concat.ndim == 4:
             out = out + 0.1 * concat[:, :1]
         return out
+
+
+class InnerModel(torch.nn.Module):
+    """The sampler's wrapper around the loaded model (k-diffusion's ``CompVisDenoiser``), a child
+    module of the CFG denoiser: it scales the input and maps sigma to the model's time once per
+    call, then calls ``inner_model.apply_model``; the output is ``x + eps * c_out``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner_model = LoadedModel(model)
+        self.sigma_data = 1.0  # an attribute the host's callbacks may read
+
+    def forward(self, x, sigma, cond):
+        c_in = (1 / (sigma ** 2 + 1) ** 0.5).view(-1, 1, 1, 1)
+        eps = self.inner_model.apply_model(x * c_in, sigma * 0.5, cond=cond)  # a stand-in sigma-to-t
+        return x + eps * 0.5 * torch.tanh(sigma).view(-1, 1, 1, 1)
+
+    @property
+    def calls(self):
+        return self.inner_model.calls
+
+    @property
+    def sizes(self):
+        return self.inner_model.sizes
 
 
 class InnerStandIn(StandInDenoiser):
@@ -311,7 +333,12 @@ class InnerStandIn(StandInDenoiser):
 
 
 def wrap_inner(den, make):
-    return wrap_inner_slot(den, make, "model_wrap")  # as the WebUI adapter does
+    """As the WebUI adapter does: the loaded model's ``apply_model`` under the sampler's wrapper."""
+    def plain(real):
+        split = make(real)
+        return lambda *args, **kwargs: split(*args, **kwargs)
+
+    return wrapped_attribute(den.inner_model.inner_model, "apply_model", plain)
 
 
 INNER_HOOKS = HostHooks(join=HOOKS.join, wrap_inner=wrap_inner, capture_previews=capture_previews,
@@ -355,6 +382,7 @@ def test_the_tile_path_equals_mixing_each_crops_cfg_result(name):
     assert inner.model_wrap.calls == per_batch.model_wrap.calls == steps * calls  # the same UNet work
     assert set(inner.model_wrap.sizes) == {(12, 4, 16, 16)}  # 3 crops x (cond + uncond) x 2 images, never the canvas
     assert isinstance(inner.model_wrap, InnerModel)  # the host's own inner model again
+    assert "apply_model" not in vars(inner.model_wrap.inner_model)  # no instance attribute left behind
 
 
 def test_the_tile_path_crops_spatial_conditioning_and_repeats_the_rest():
@@ -388,3 +416,4 @@ def test_an_interrupt_in_the_tile_path_restores_the_inner_model():
     with pytest.raises(Interrupted):
         den(x.clone(), sigmas[:1].repeat(2), **extra)
     assert den.model_wrap is real and real.calls == 1
+    assert "apply_model" not in vars(real.inner_model)

@@ -75,7 +75,8 @@ def test_the_registry_lists_every_patch_once_with_its_reason():
     assert all(p.why and p.where.startswith("lib_mixture_webui.") for p in patches.REGISTRY)
     assert all(p.make for p in patches.REGISTRY if p.scope == patches.CLASS)
     assert {k for k, p in zip(keys, patches.REGISTRY) if p.scope != patches.CLASS} == {
-        ("p", "close"), ("p.rng", "next"), ("modules.sd_samplers_common", "store_latent")}
+        ("p", "close"), ("p.rng", "next"), ("modules.sd_samplers_common", "store_latent"),
+        ("modules.shared.sd_model", "apply_model")}
 
 
 def test_install_once_and_uninstall_gives_every_class_level_attribute_back(host):

@@ -719,7 +719,8 @@ def test_after_any_job_every_per_job_patch_is_the_hosts_own(script, ending, monk
     from lib_mixture_webui import patches
 
     per_job = {(x.owner, x.attribute) for x in patches.REGISTRY if x.scope != patches.CLASS}
-    assert per_job == {("p", "close"), ("p.rng", "next"), ("modules.sd_samplers_common", "store_latent")}
+    assert per_job == {("p", "close"), ("p.rng", "next"), ("modules.sd_samplers_common", "store_latent"),
+                       ("modules.shared.sd_model", "apply_model")}
     store_latent = sd_samplers_common.store_latent
     seen = []
 
@@ -752,6 +753,7 @@ def test_after_any_job_every_per_job_patch_is_the_hosts_own(script, ending, monk
     assert "close" not in vars(p) and not patches.is_ours(p.close)
     assert all("next" not in vars(rng) for rng, _, _ in seen) and "next" not in vars(p.rng)
     assert sd_samplers_common.store_latent is store_latent
+    assert "apply_model" not in vars(shared.sd_model)
     assert p._mod.ended and vae_active() is None
 
 
