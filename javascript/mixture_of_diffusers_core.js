@@ -542,19 +542,26 @@
         return v !== null && typeof v === "object" && !Array.isArray(v);
     }
 
+    /** ``out`` with the keys of ``source`` it lacks appended: a typo stays for the validator to report. */
+    function keepUnknown(out, source) {
+        if (isObject(source)) Object.keys(source).forEach(function(k) { if (!(k in out)) out[k] = source[k]; });
+        return out;
+    }
+
     function tileSettings(tiles) {
         tiles = tiles || {};
-        return {
+        return keepUnknown({
             width: tiles.width === undefined ? DEFAULT_TILES.width : tiles.width,
             height: tiles.height === undefined ? DEFAULT_TILES.height : tiles.height,
             overlap: tiles.overlap === undefined ? DEFAULT_TILES.overlap : tiles.overlap,
             batch_size: tiles.batch_size === undefined ? DEFAULT_TILES.batch_size : tiles.batch_size,
-        };
+        }, tiles);
     }
 
     function weightSettings(weights) {
         weights = weights || {};
-        return {kind: weights.kind || "gaussian", variance: weights.variance === undefined ? DEFAULT_VARIANCE : weights.variance};
+        return keepUnknown({kind: weights.kind || "gaussian",
+            variance: weights.variance === undefined ? DEFAULT_VARIANCE : weights.variance}, weights);
     }
 
     var UPSCALE_KEYS = ["upscaler", "scale", "width", "height", "fit", "guide_strength"];
@@ -575,9 +582,7 @@
 
     function vaeSettings(v) {
         v = isObject(v) ? v : {};
-        var out = {tiling: v.tiling === undefined ? "auto" : v.tiling, tile: v.tile === undefined ? null : v.tile};
-        Object.keys(v).forEach(function(k) { if (!(k in out)) out[k] = v[k]; });
-        return out;
+        return keepUnknown({tiling: v.tiling === undefined ? "auto" : v.tiling, tile: v.tile === undefined ? null : v.tile}, v);
     }
 
     /** Preset.to_dict leaves out the default VAE settings. */
@@ -604,10 +609,11 @@
     /** The preset in Preset.to_dict's key order (unknown keys kept last, for the validator to report). */
     function canonical(p) {
         var out = {version: p.version === undefined ? 1 : p.version, name: p.name || "", units: p.units || "px"};
-        if (p.canvas) out.canvas = {width: p.canvas.width, height: p.canvas.height};
+        if (p.canvas) out.canvas = keepUnknown({width: p.canvas.width, height: p.canvas.height}, p.canvas);
         if (p.tiles) {
             var t = tileSettings(p.tiles), o = overlapOf(t);
-            out.tiles = {width: t.width, height: t.height, overlap: o.x === o.y ? o.x : {x: o.x, y: o.y}, batch_size: t.batch_size};
+            out.tiles = keepUnknown({width: t.width, height: t.height, overlap: o.x === o.y ? o.x : {x: o.x, y: o.y},
+                batch_size: t.batch_size}, t);
         }
         out.weights = weightSettings(p.weights);
         out.regions = (Array.isArray(p.regions) ? p.regions : []).map(function(r) { return isObject(r) ? fullRegion(r) : r; });
@@ -740,8 +746,8 @@
         var o = overlapOf(t), limit = Math.max(Math.min(width, height) - LATENT, 0);
         var ox = clamp(nearest(cleanNumber(o.x, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
         var oy = clamp(nearest(cleanNumber(o.y, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
-        return {width: width, height: height, overlap: ox === oy ? ox : {x: ox, y: oy},
-            batch_size: cleanNumber(t.batch_size, 1, MAX_BATCH, DEFAULT_TILES.batch_size, {integer: true})};
+        return keepUnknown({width: width, height: height, overlap: ox === oy ? ox : {x: ox, y: oy},
+            batch_size: cleanNumber(t.batch_size, 1, MAX_BATCH, DEFAULT_TILES.batch_size, {integer: true})}, t);
     }
 
     /** A side of an upscale target: px, multiple of 8, in [64, 16384]. */

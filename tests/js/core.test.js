@@ -186,6 +186,22 @@ test("parse reports broken JSON and the reducer keeps the last good preset", () 
     assert.equal(s2.mode, "regions");
 });
 
+test("a typo in any section survives the editor's edits, for the validator to report", () => {
+    const text = JSON.stringify({version: 1, canvas: {width: 512, height: 512, widht: 1},
+        tiles: {width: 1024, height: 1024, ovrlap: 256}, weights: {kind: "gaussian", varaince: 0.5},
+        vae: {tilling: "on"}, upscale: {scael: 2}, regions: [{x: 0, y: 0, width: 64, height: 64, promt: "a"}]});
+    let s = core.reduce(core.initialState(), {type: "load", text: text});
+    s = core.reduce(s, {type: "passes", passes: "first"});
+    s = core.reduce(s, {type: "tiles", tiles: {width: 768}});
+    const p = JSON.parse(core.serialise(s.preset));
+    assert.equal(p.canvas.widht, 1);
+    assert.equal(p.tiles.ovrlap, 256);
+    assert.equal(p.weights.varaince, 0.5);
+    assert.equal(p.vae.tilling, "on");
+    assert.equal(p.upscale.scael, 2);
+    assert.equal(p.regions[0].promt, "a");
+});
+
 // ---------------------------------------------------------------- snapping and boxes
 
 test("nearest rounds halves up, like Python's _nearest", () => {
