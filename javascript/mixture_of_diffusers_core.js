@@ -21,6 +21,25 @@
     function field(path) { return FIELDS[path]; }
     function fieldDefault(path) { return FIELDS[path]["default"]; }
 
+    /** The scalar fields directly inside ``table`` ("tiles", "regions[]"), key -> default, in the table's order. */
+    function defaultsOf(table) {
+        var out = {};
+        Object.keys(FIELDS).forEach(function(path) {
+            var cut = path.lastIndexOf("."), f = FIELDS[path];
+            if (cut >= 0 && path.slice(0, cut) === table && f.kind !== "object" && f.kind !== "list") {
+                out[path.slice(cut + 1)] = f.required ? undefined : f["default"];
+            }
+        });
+        return out;
+    }
+
+    /** ``defaults`` with the values ``source`` gives (undefined keeps the default). */
+    function filled(defaults, source) {
+        var out = {};
+        Object.keys(defaults).forEach(function(k) { out[k] = source[k] === undefined ? defaults[k] : source[k]; });
+        return out;
+    }
+
     /** A field's tooltip from the table: its one-line doc, what it allows and its default, then ``note``. */
     function fieldTitle(path, note) {
         var f = FIELDS[path], parts = [f.doc];
@@ -40,8 +59,7 @@
     var MAX_NAME = field("name").maxLength;
     var DEFAULT_VARIANCE = fieldDefault("weights.variance");
     var DEFAULT_BATCH_SIZE = 4; // lib_mixture/plan.py: regions-only presets
-    var DEFAULT_TILES = {width: fieldDefault("tiles.width"), height: fieldDefault("tiles.height"),
-        overlap: fieldDefault("tiles.overlap"), batch_size: fieldDefault("tiles.batch_size")};
+    var DEFAULT_TILES = defaultsOf("tiles");
     var TILE_MIN = field("tiles.width").min;
     var MODES = ["tiles", "regions", "both"];
     var PASSES = field("passes").options;
@@ -550,18 +568,12 @@
 
     function tileSettings(tiles) {
         tiles = tiles || {};
-        return keepUnknown({
-            width: tiles.width === undefined ? DEFAULT_TILES.width : tiles.width,
-            height: tiles.height === undefined ? DEFAULT_TILES.height : tiles.height,
-            overlap: tiles.overlap === undefined ? DEFAULT_TILES.overlap : tiles.overlap,
-            batch_size: tiles.batch_size === undefined ? DEFAULT_TILES.batch_size : tiles.batch_size,
-        }, tiles);
+        return keepUnknown(filled(DEFAULT_TILES, tiles), tiles);
     }
 
     function weightSettings(weights) {
         weights = weights || {};
-        return keepUnknown({kind: weights.kind || "gaussian",
-            variance: weights.variance === undefined ? DEFAULT_VARIANCE : weights.variance}, weights);
+        return keepUnknown(filled(defaultsOf("weights"), weights), weights);
     }
 
     var UPSCALE_KEYS = ["upscaler", "scale", "width", "height", "fit", "guide_strength"];
@@ -582,7 +594,7 @@
 
     function vaeSettings(v) {
         v = isObject(v) ? v : {};
-        return keepUnknown({tiling: v.tiling === undefined ? "auto" : v.tiling, tile: v.tile === undefined ? null : v.tile}, v);
+        return keepUnknown(filled(defaultsOf("vae"), v), v);
     }
 
     /** Preset.to_dict leaves out the default VAE settings. */
@@ -592,15 +604,7 @@
 
     /** A region with every field, in the order Preset.to_dict writes them; unknown keys kept last. */
     function fullRegion(r) {
-        var out = {
-            x: r.x, y: r.y, width: r.width, height: r.height,
-            prompt: r.prompt === undefined ? "" : r.prompt,
-            negative_prompt: r.negative_prompt === undefined ? "" : r.negative_prompt,
-            prompt_mode: r.prompt_mode === undefined ? "replace" : r.prompt_mode,
-            cfg_scale: r.cfg_scale === undefined ? null : r.cfg_scale,
-            weight: r.weight === undefined ? 1 : r.weight,
-            seed: r.seed === undefined ? -1 : r.seed,
-        };
+        var out = filled(defaultsOf("regions[]"), r);
         if (r.guide !== undefined && r.guide !== null) out.guide = r.guide;
         Object.keys(r).forEach(function(k) { if (!(k in out) && k !== "guide") out[k] = r[k]; });
         return out;
@@ -612,8 +616,7 @@
         if (p.canvas) out.canvas = keepUnknown({width: p.canvas.width, height: p.canvas.height}, p.canvas);
         if (p.tiles) {
             var t = tileSettings(p.tiles), o = overlapOf(t);
-            out.tiles = keepUnknown({width: t.width, height: t.height, overlap: o.x === o.y ? o.x : {x: o.x, y: o.y},
-                batch_size: t.batch_size}, t);
+            out.tiles = Object.assign({}, t, {overlap: o.x === o.y ? o.x : {x: o.x, y: o.y}});
         }
         out.weights = weightSettings(p.weights);
         out.regions = (Array.isArray(p.regions) ? p.regions : []).map(function(r) { return isObject(r) ? fullRegion(r) : r; });

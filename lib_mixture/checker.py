@@ -11,7 +11,7 @@ import difflib
 import json
 from typing import Any
 
-from .fields import FIELD, Field, keys
+from .fields import FIELD, Field, children, keys
 
 
 def show(value: Any) -> str:
@@ -117,3 +117,17 @@ class Checker:
             self.fail(at, f"is {len(value)} characters long; allowed at most {max_length}")
             return _fallback(f)
         return value
+
+    def values(self, obj: dict, table: str, where: str, text_limit: int | None = None,
+               **given: Any) -> dict[str, Any]:
+        """Every scalar field of the object at ``table`` read from ``obj`` (`field`), by key, in
+        the table's order; keys in ``given`` take the value given (fields read with their own
+        rules); ``text_limit`` bounds strings the table leaves unbounded (prompts). A new scalar
+        row of the table is read here without other code."""
+        out = {}
+        for f in children(table):
+            if f.key in given:
+                out[f.key] = given[f.key]
+            elif f.kind not in ("object", "list"):
+                out[f.key] = self.field(obj, f.path, where, max_length=text_limit if f.kind == "string" else None)
+        return out

@@ -30,10 +30,12 @@ BEGIN, END = "<!-- fields:begin (python -m lib_mixture.generated --write) -->", 
 # Rules between fields, which the table's columns cannot say; the validator has the same in
 # `lib_mixture.preset._upscale`.
 _OBJECT_RULES: dict[str, dict[str, Any]] = {
-    "upscale": {
-        "dependentRequired": {"width": ["height"], "height": ["width"]},
-        "not": {"anyOf": [{"required": ["scale", "width"],
-                           "properties": {"scale": {"type": "number"}, "width": {"type": "integer"}}}]},
+    "upscale": {  # a target size is width and height together, never with a scale; null means absent
+        "allOf": [{"if": {"type": "object", "required": [key], "properties": {key: {"type": "integer"}}},
+                   "then": {"required": [other], "properties": {other: {"type": "integer"}}}}
+                  for key, other in (("width", "height"), ("height", "width"))],
+        "not": {"type": "object", "required": ["scale", "width"],
+                "properties": {"scale": {"type": "number"}, "width": {"type": "integer"}}},
     },
 }
 
@@ -109,7 +111,10 @@ def preset_schema() -> dict[str, Any]:
         "description": "One JSON object that is the preset file, the API argument (alwayson_scripts) and the "
                        "infotext value. Generated from lib_mixture/fields.py. The extension's validator "
                        "(lib_mixture/preset.py) is the reference and adds checks JSON Schema cannot express: "
-                       "overlaps below the tile size and regions inside the canvas.",
+                       "overlaps below the tile size; regions inside the canvas; region box ranges by units "
+                       "(px: width and height 8 or more; fraction: x and y in [0, 1], width and height in "
+                       "(0, 1]); a tile grid or at least one region; the form of sha256: guide references; "
+                       "NaN and infinities (which strict JSON cannot carry); the server's limits.",
         **object_schema("", nullable=False),
     }
 

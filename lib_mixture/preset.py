@@ -160,8 +160,8 @@ class Preset:
             out["canvas"] = asdict(self.canvas)
         if self.tiles is not None:
             t = self.tiles
-            overlap: Any = t.overlap.x if t.overlap.x == t.overlap.y else {"x": t.overlap.x, "y": t.overlap.y}
-            out["tiles"] = {"width": t.width, "height": t.height, "overlap": overlap, "batch_size": t.batch_size}
+            overlap: Any = t.overlap.x if t.overlap.x == t.overlap.y else asdict(t.overlap)
+            out["tiles"] = dict(asdict(t), overlap=overlap)
         out["weights"] = asdict(self.weights)
         out["regions"] = [_region_dict(r) for r in self.regions]
         out["passes"] = self.passes
@@ -211,31 +211,28 @@ def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMI
     if not c.keys(obj, ""):
         raise PresetError(c.problems, source)
     version = obj.get("version")
-    if "version" in obj and version != VERSION:
+    if "version" in obj and (version != VERSION or isinstance(version, bool)):
         c.fail("version", f"{show(version)} is not supported; this extension reads version {VERSION}")
-    if version != VERSION:  # missing or unsupported: the rest cannot be interpreted
+    if version != VERSION or isinstance(version, bool):  # missing or unsupported: the rest cannot be read
         raise PresetError(c.problems, source)
-    name = c.field(obj, "name")
-    units = c.field(obj, "units")
-    passes = c.field(obj, "passes")
+    top = c.values(obj, "", "", version=VERSION)
+    units = top["units"]
 
     canvas = None
     if "canvas" in obj and c.keys(obj["canvas"], "canvas"):
-        w, h = c.field(obj["canvas"], "canvas.width", "canvas"), c.field(obj["canvas"], "canvas.height", "canvas")
-        if w is not None and h is not None:
-            canvas = Canvas(w, h)
+        size = c.values(obj["canvas"], "canvas", "canvas")
+        if None not in size.values():
+            canvas = Canvas(**size)
 
     tiles = None
     if obj.get("tiles") is not None and c.keys(obj["tiles"], "tiles"):
         t = obj["tiles"]
-        tw, th = c.field(t, "tiles.width", "tiles"), c.field(t, "tiles.height", "tiles")
-        batch = c.field(t, "tiles.batch_size", "tiles")
-        tiles = TileGrid(tw, th, _overlap(c, t, tw, th), batch)
+        grid = c.values(t, "tiles", "tiles", overlap=None)
+        tiles = TileGrid(**dict(grid, overlap=_overlap(c, t, grid["width"], grid["height"])))
 
     weights = Weighting()
     if "weights" in obj and c.keys(obj["weights"], "weights"):
-        weights = Weighting(c.field(obj["weights"], "weights.kind", "weights"),
-                            c.field(obj["weights"], "weights.variance", "weights"))
+        weights = Weighting(**c.values(obj["weights"], "weights", "weights"))
 
     regions: list[Region] = []
     raw_regions = obj.get("regions", [])
@@ -254,26 +251,23 @@ def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMI
     upscale = _upscale(c, obj["upscale"]) if obj.get("upscale") is not None else None
     vae = VAETiling()
     if obj.get("vae") is not None and c.keys(obj["vae"], "vae"):
-        vae = VAETiling(c.field(obj["vae"], "vae.tiling", "vae"), c.field(obj["vae"], "vae.tile", "vae"))
+        vae = VAETiling(**c.values(obj["vae"], "vae", "vae"))
 
     if not c.problems and tiles is None and not regions:
         c.fail("regions", "the preset has neither a tile grid ('tiles') nor any region; give at least one")
     if c.problems:
         raise PresetError(c.problems, source)
-    return Preset(VERSION, name, units, canvas, tiles, weights, tuple(regions), passes, upscale, vae)
+    return Preset(**dict(top, canvas=canvas, tiles=tiles, weights=weights, regions=tuple(regions), upscale=upscale,
+                         vae=vae))
 
 
 def _upscale(c: Checker, raw: Any) -> Upscale | None:
     if not c.keys(raw, "upscale"):
         return None
     before = len(c.problems)
-    upscaler = c.field(raw, "upscale.upscaler", "upscale")
-    if isinstance(raw.get("upscaler"), str) and not upscaler.strip():
+    values = c.values(raw, "upscale", "upscale", scale=None)
+    if isinstance(raw.get("upscaler"), str) and not values["upscaler"].strip():
         c.fail("upscale.upscaler", "is empty; give an upscaler name from the WebUI (e.g. 'Lanczos', 'R-ESRGAN 4x+')")
-    fit = c.field(raw, "upscale.fit", "upscale")
-    guide = c.field(raw, "upscale.guide_strength", "upscale")
-    width = c.field(raw, "upscale.width", "upscale")
-    height = c.field(raw, "upscale.height", "upscale")
     sized = raw.get("width") is not None or raw.get("height") is not None
     scale = None
     if raw.get("scale") is not None:
@@ -289,15 +283,15 @@ def _upscale(c: Checker, raw: Any) -> Upscale | None:
                 c.fail(f"upscale.{key}", f"is required with upscale.{other} (the target size is width x height)")
     if len(c.problems) > before:
         return None
-    return Upscale(upscaler.strip(), scale, width, height, fit, guide)
+    return Upscale(**dict(values, upscaler=values["upscaler"].strip(), scale=scale))
 
 
 def _overlap(c: Checker, t: dict, tw: int, th: int) -> Overlap:
     """One overlap or ``{x, y}``, each below its tile side by at least one latent cell."""
     fallback = Overlap.square(default("tiles.overlap"))
     raw = t.get("overlap")
-    if "overlap" not in t:
-        return fallback
+    if "overlap" not in t:  # the default, below small tiles too
+        return Overlap(min(fallback.x, max(tw - LATENT_FACTOR, 0)), min(fallback.y, max(th - LATENT_FACTOR, 0)))
     if isinstance(raw, dict):
         if not c.keys(raw, "tiles.overlap"):
             return fallback
@@ -323,16 +317,11 @@ def _region(c: Checker, raw: Any, path: str, units: str, canvas: Canvas | None,
         c.fail(f"{path}.width", f"x + width = {x + w} reaches past the canvas width {limit_w}")
     if None not in (y, h) and limit_h is not None and y + h > limit_h * (1 + 1e-9):
         c.fail(f"{path}.height", f"y + height = {y + h} reaches past the canvas height {limit_h}")
-    prompt = c.field(raw, "regions[].prompt", path, max_length=limits.max_text)
-    negative = c.field(raw, "regions[].negative_prompt", path, max_length=limits.max_text)
-    mode = c.field(raw, "regions[].prompt_mode", path)
-    cfg = c.field(raw, "regions[].cfg_scale", path)
-    weight = c.field(raw, "regions[].weight", path)
-    seed = c.field(raw, "regions[].seed", path)
-    guide = _guide(c, raw.get("guide"), f"{path}.guide", limits)
+    values = c.values(raw, "regions[]", path, text_limit=limits.max_text, x=x, y=y, width=w, height=h, guide=None)
+    values["guide"] = _guide(c, raw.get("guide"), f"{path}.guide", limits)
     if len(c.problems) > before:
         return None
-    return Region(x, y, w, h, prompt, negative, mode, cfg, weight, seed, guide)
+    return Region(**values)
 
 
 def _guide(c: Checker, raw: Any, path: str, limits: Limits) -> Guide | None:
@@ -345,8 +334,8 @@ def _guide(c: Checker, raw: Any, path: str, limits: Limits) -> Guide | None:
     elif isinstance(image, str) and image.startswith(HASH_PREFIX) and not _is_hash_ref(image):
         c.fail(f"{path}.image", f"{show(image)} is not a guide image reference; expected "
                                 f"'{HASH_PREFIX}' and 12 to 64 hexadecimal digits")
-    strength = c.field(raw, "regions[].guide.strength", path)
-    return Guide(image, strength) if isinstance(image, str) else None
+    values = c.values(raw, "regions[].guide", path, image=image)
+    return Guide(**values) if isinstance(image, str) else None
 
 
 # --------------------------------------------------------------------------- files

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
-import weakref
 from typing import Any
 
 from modules import sd_samplers_common, shared
@@ -106,20 +105,14 @@ def _show_preview(latent: Any) -> None:
     sd_samplers_common.store_latent(latent)
 
 
-_HYPERTILE_PARAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _hypertile_params() -> list:
-    """The built-in Hypertile's per-layer settings on the current UNet, if it hooked any."""
+    """The built-in Hypertile's per-layer settings on the current UNet, if it hooked any (looked
+    up per call, only when Hypertile is on: no state is kept between jobs)."""
     model = getattr(shared.sd_model, "model", None)
     layers = getattr(model, "__webui_hypertile_layers", None) if model is not None else None
     if not layers:
         return []
-    found = _HYPERTILE_PARAMS.get(model)
-    if found is None or len(found) != len(layers):
-        found = [getattr(m, "__webui_hypertile_params") for name, m in model.named_modules() if name in layers]
-        _HYPERTILE_PARAMS[model] = found
-    return found
+    return [getattr(m, "__webui_hypertile_params") for name, m in model.named_modules() if name in layers]
 
 
 @contextlib.contextmanager

@@ -61,6 +61,16 @@ REGISTRY: tuple[Patch, ...] = (
           "seeded regions get their own initial noise in their box"),
     Patch("modules.sd_samplers_common", "store_latent", CALL, "lib_mixture_webui.hook",
           "per-crop live previews are recorded, then one full-size preview is shown per step"),
+    # Set by the engine's per-batch path (`lib_mixture.denoiser_hook.mixture_forward`) around each
+    # host call of a step and put back, full-size, when the step's call ends (also on interrupt).
+    *(Patch("den", name, CALL, "lib_mixture_webui.hook", "regions: each crop batch sees its crop of the inpainting "
+            "mask and init latent", "") for name in ("mask", "nmask", "init_latent")),
+    Patch("den", "step", CALL, "lib_mixture_webui.hook", "every crop batch of a step sees the step's index; "
+          "it advances by one per canvas call"),
+    Patch("den.sampler", "last_latent", CALL, "lib_mixture_webui.hook", "full-size again after each canvas call "
+          "(an interrupt returns it as the image)"),
+    *(Patch("hypertile layer params", name, CALL, "lib_mixture_webui.hook", "Hypertile splits attention by the "
+            "canvas's aspect ratio; each crop batch gets its own") for name in ("aspect_ratio", "tile_size")),
     Patch("modules.shared.sd_model", "apply_model", CALL, "lib_mixture_webui.hook",
           "a tile grid without regions: the model call under the sampler's wrapper is split into crop "
           "batches, once per step (instance attribute, removed again after the call)"),

@@ -61,10 +61,43 @@ def test_generated_files_are_current():
 
 
 def test_the_generator_command_reports_a_stale_file(tmp_path, monkeypatch):
+    # Every output redirected: the test never writes the checked-in files.
     monkeypatch.setattr(generated, "JS_PATH", tmp_path / "fields.js")
-    assert generated.main([]) == 1
+    monkeypatch.setattr(generated, "SCHEMA_PATH", tmp_path / "schema.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{generated.BEGIN}\nold table\n{generated.END}\nrest\n")
+    monkeypatch.setattr(generated, "README_PATH", readme)
+    assert generated.main([]) == 1 and len(generated.stale()) == 3
     assert generated.main(["--write"]) == 0 and generated.main([]) == 0
     assert (tmp_path / "fields.js").read_text() == generated.js_module()
+    assert "old table" not in readme.read_text() and readme.read_text().endswith("rest\n")
+
+
+EDGE_CASES = [  # (preset, accepted): the validator and the schema agree on each
+    ({"version": 1, "tiles": {}, "upscale": None}, True),
+    ({"version": 1, "tiles": {}, "vae": None}, True),
+    ({"version": True, "tiles": {}}, False),
+    ({"version": 1.0, "tiles": {}}, True),
+    ({"version": 1, "tiles": {}, "upscale": {"width": None, "height": 2160}}, False),
+    ({"version": 1, "tiles": {}, "upscale": {"width": 3840, "height": 2160, "scale": None}}, True),
+    ({"version": 1, "tiles": {}, "upscale": {"scale": 2, "width": 3840, "height": 2160}}, False),
+    ({"version": 1, "tiles": {"width": 64, "height": 64}}, True),  # the default overlap fits small tiles
+    ({"version": 1, "tiles": {"batch_size": True}}, False),
+    ({"version": 1, "tiles": {"width": 1e400}}, False),
+]
+
+
+@pytest.mark.parametrize("obj,accepted", EDGE_CASES, ids=[json.dumps(o)[:60] for o, _ in EDGE_CASES])
+def test_validator_and_schema_agree_on_edge_cases(obj, accepted):
+    assert _accepted(obj) == (accepted, accepted)
+
+
+def test_the_default_overlap_stays_below_small_tiles():
+    from lib_mixture.plan import build_plan
+
+    preset = parse_preset({"version": 1, "tiles": {"width": 64, "height": 128}})
+    assert (preset.tiles.overlap.x, preset.tiles.overlap.y) == (56, 64)
+    assert build_plan(preset, 256, 256).tiles  # plans without a latent-cell error
 
 
 def test_the_editor_module_holds_the_table():

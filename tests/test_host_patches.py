@@ -76,7 +76,9 @@ def test_the_registry_lists_every_patch_once_with_its_reason():
     assert all(p.make for p in patches.REGISTRY if p.scope == patches.CLASS)
     assert {k for k, p in zip(keys, patches.REGISTRY) if p.scope != patches.CLASS} == {
         ("p", "close"), ("p.rng", "next"), ("modules.sd_samplers_common", "store_latent"),
-        ("modules.shared.sd_model", "apply_model")}
+        ("modules.shared.sd_model", "apply_model"), ("den", "mask"), ("den", "nmask"), ("den", "init_latent"),
+        ("den", "step"), ("den.sampler", "last_latent"), ("hypertile layer params", "aspect_ratio"),
+        ("hypertile layer params", "tile_size")}
 
 
 def test_install_once_and_uninstall_gives_every_class_level_attribute_back(host):

@@ -720,7 +720,9 @@ def test_after_any_job_every_per_job_patch_is_the_hosts_own(script, ending, monk
 
     per_job = {(x.owner, x.attribute) for x in patches.REGISTRY if x.scope != patches.CLASS}
     assert per_job == {("p", "close"), ("p.rng", "next"), ("modules.sd_samplers_common", "store_latent"),
-                       ("modules.shared.sd_model", "apply_model")}
+                       ("modules.shared.sd_model", "apply_model"), ("den", "mask"), ("den", "nmask"),
+                       ("den", "init_latent"), ("den", "step"), ("den.sampler", "last_latent"),
+                       ("hypertile layer params", "aspect_ratio"), ("hypertile layer params", "tile_size")}
     store_latent = sd_samplers_common.store_latent
     seen = []
 
