@@ -40,7 +40,9 @@ def resolve_preset_path(ref: str) -> Path:
     if not path.exists() and ref in bundled:
         path = bundled[ref]
     if not path.exists():
-        guess = difflib.get_close_matches(path.stem if ref.endswith(".json") else ref, list(bundled), n=1)
+        stem = path.stem if ref.endswith(".json") else ref
+        # A name's start ("paper-fig9") says more than spelling distance, which prefers a sibling.
+        guess = [n for n in bundled if n.startswith(stem)][:1] or difflib.get_close_matches(stem, list(bundled), n=1)
         hint = f" (did you mean '{guess[0]}'?)" if guess else ""
         raise PresetError([f"no preset file '{ref}' and no bundled preset of that name{hint}; "
                            f"bundled: {', '.join(bundled)}"], "arguments")

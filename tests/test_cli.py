@@ -240,6 +240,8 @@ def test_misspelt_bundled_preset_gets_a_suggestion():
     assert out.returncode == 2
     line = [ln for ln in out.stderr.splitlines() if "paper-fig4-compositon" in ln]
     assert len(line) == 1 and "did you mean 'paper-fig4-composition'?" in line[0]
+    out = run("plan", "paper-fig9")  # the start of a name: that name, not the nearest spelling
+    assert out.returncode == 2 and "did you mean 'paper-fig9-style-transition'?" in out.stderr
 
 
 def test_quick_start_picture_is_ignored_by_git():
