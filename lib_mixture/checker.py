@@ -76,14 +76,12 @@ class Checker:
         if f.kind == "string":
             return self._text(f, value, at, max_length or f.max_length)
         if fraction:
-            lo, hi = f.fraction
-            exclusive = bool(f.minimum)
+            (lo, hi), exclusive = f.fraction, bool(f.minimum)
         else:
             lo = f.minimum if lo is None else lo
             hi = f.maximum if hi is None else hi
             exclusive = f.exclusive_minimum
-        allowed = ("(" if exclusive else "[") + f"{lo}, {hi}]" + ("" if fraction else f.unit_text()) + note
-        return self._number(f, value, at, lo, hi, exclusive, allowed)
+        return self._number(f, value, at, lo, hi, exclusive, f.range_text(lo, hi, fraction) + note)
 
     def _number(self, f: Field, value: Any, at: str, lo: Any, hi: Any, exclusive: bool, allowed: str) -> Any:
         integer = f.kind == "integer"

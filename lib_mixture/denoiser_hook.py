@@ -179,29 +179,18 @@ def wrapped_attribute(owner: Any, name: str, make: Callable[[Any], Any]) -> Iter
                 delattr(owner, name)
 
 
-class TiledInner(torch.nn.Module):
-    """Stands in for the host's model call (``model(x, sigma_or_t, cond=...)``) during one
-    forward: a canvas-sized call becomes one call per crop batch, its outputs mixed with the
-    compiled weights. Conditioning values with one row per canvas row are cropped when spatial
-    (``c_concat`` of inpainting models, canvas-sized) and repeated per crop otherwise (text
-    embeddings, SDXL's vector), in the crops' row order. Other attributes are the inner
-    model's. A module, so that it may also stand in a host's child-module slot; the inner model
-    is held outside the module tree, so it is not registered twice."""
+class TiledInner:
+    """Stands in for the host's model call (``model(x, sigma_or_t, cond=...)``, a bound method
+    such as ``apply_model``) during one forward: a canvas-sized call becomes one call per crop
+    batch, its outputs mixed with the compiled weights. Conditioning values with one row per
+    canvas row are cropped when spatial (``c_concat`` of inpainting models, canvas-sized) and
+    repeated per crop otherwise (text embeddings, SDXL's vector), in the crops' row order. A
+    plain callable, not a module: set on a model it stays out of the model's module tree."""
 
     def __init__(self, inner: Any, state: PassState, hooks: HostHooks):
-        super().__init__()
-        for name, value in (("inner", inner), ("state", state), ("hooks", hooks)):
-            object.__setattr__(self, name, value)
+        self.inner, self.state, self.hooks = inner, state, hooks
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if "inner" not in self.__dict__:
-                raise
-            return getattr(self.__dict__["inner"], name)
-
-    def forward(self, x: torch.Tensor, sigma: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         mixture = self.state.mixture
         if tuple(x.shape[-2:]) != (mixture.height, mixture.width):
             return self.inner(x, sigma, *args, **kwargs)

@@ -22,8 +22,7 @@ from .checker import Checker, show
 from .geometry import LATENT_FACTOR
 from .limits import DEFAULT_LIMITS, Limits, json_shape_problem
 
-from .fields import (FITS, MAX_BATCH, MAX_NAME, MAX_SCALE, MAX_SIDE, MIN_SIDE, PASSES, PROMPT_MODES,  # noqa: F401
-                     SEED_MAX, UNITS, VAE_TILING, VERSION, default)
+from .fields import SEED_MAX, VERSION, default
 
 
 class PresetError(ValueError):

@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .preset import MAX_SIDE, MIN_SIDE, PresetError, Upscale
+from .fields import MAX_SIDE, MIN_SIDE
+from .preset import PresetError, Upscale
 
 GRID = 8  # px per latent cell
 

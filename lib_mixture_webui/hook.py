@@ -75,14 +75,11 @@ def _wrap_inner(den, make):
     Every CFG denoiser of 1.6 to 1.10 keeps a k-diffusion or timesteps wrapper in
     ``inner_model`` whose ``inner_model`` is the loaded model: the wrapper scales the input and
     turns sigma into a timestep once per step, then calls ``apply_model(x, t, cond=...)``. That
-    call is split into crop batches (as a plain function: the model's module tree is untouched)."""
+    call is split into crop batches (`TiledInner` is a plain callable: the model's module tree is
+    untouched)."""
     model = den.inner_model.inner_model
 
-    def tiled(real):
-        split = make(real)
-        return lambda *args, **kwargs: split(*args, **kwargs)
-
-    return wrapped_attribute(model, "apply_model", tiled)
+    return wrapped_attribute(model, "apply_model", make)
 
 
 @contextlib.contextmanager
@@ -107,12 +104,13 @@ def _show_preview(latent: Any) -> None:
 
 def _hypertile_params() -> list:
     """The built-in Hypertile's per-layer settings on the current UNet, if it hooked any (looked
-    up per call, only when Hypertile is on: no state is kept between jobs)."""
+    up per call by the layer names it recorded, only when Hypertile is on: no state is kept
+    between jobs and no walk over the whole UNet)."""
     model = getattr(shared.sd_model, "model", None)
     layers = getattr(model, "__webui_hypertile_layers", None) if model is not None else None
     if not layers:
         return []
-    return [getattr(m, "__webui_hypertile_params") for name, m in model.named_modules() if name in layers]
+    return [getattr(model.get_submodule(name), "__webui_hypertile_params") for name in layers]
 
 
 @contextlib.contextmanager

@@ -334,11 +334,7 @@ class InnerStandIn(StandInDenoiser):
 
 def wrap_inner(den, make):
     """As the WebUI adapter does: the loaded model's ``apply_model`` under the sampler's wrapper."""
-    def plain(real):
-        split = make(real)
-        return lambda *args, **kwargs: split(*args, **kwargs)
-
-    return wrapped_attribute(den.inner_model.inner_model, "apply_model", plain)
+    return wrapped_attribute(den.inner_model.inner_model, "apply_model", make)
 
 
 INNER_HOOKS = HostHooks(join=HOOKS.join, wrap_inner=wrap_inner, capture_previews=capture_previews,

@@ -115,17 +115,23 @@ def test_the_editor_module_holds_the_table():
 
 
 def test_dataclass_defaults_are_the_table_defaults():
-    preset = Preset(tiles=TileGrid(), regions=(Region(0, 0, 8, 8),), upscale=Upscale(), vae=VAETiling("on"))
-    out = preset.to_dict()
-    for f in FIELDS:
-        if f.required or f.kind in ("object", "list") or f.parent in ("tiles.overlap", "regions[].guide"):
-            continue
-        node = out
-        for part in f.path.split(".")[:-1]:
-            node = node[part.removesuffix("[]")]
-            node = node[0] if part.endswith("[]") else node
-        if f.key in node:
-            assert node[f.key] == f.default or (f.path == "vae.tiling"), f.path
+    from dataclasses import MISSING, fields
+
+    from lib_mixture.preset import Guide, Weighting
+
+    tables = {Preset: "", TileGrid: "tiles", Weighting: "weights", Region: "regions[]", Guide: "regions[].guide",
+              Upscale: "upscale", VAETiling: "vae"}
+    checked = 0
+    for cls, table in tables.items():
+        for attribute in fields(cls):
+            row = FIELD.get(f"{table}.{attribute.name}" if table else attribute.name)
+            if row is None or row.kind in ("object", "list") or attribute.name in ("overlap", "version"):
+                continue
+            assert (attribute.default is MISSING) == row.required, row.path
+            if not row.required:
+                assert attribute.default == row.default, row.path
+            checked += 1
+    assert checked >= 25
 
 
 def test_object_keys_are_the_table_rows():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_mixture.preset import MAX_SIDE, PresetError, Upscale, VAETiling, parse_preset
+from lib_mixture.fields import MAX_SIDE
+from lib_mixture.preset import PresetError, Upscale, VAETiling, parse_preset
 from lib_mixture.upscale import fit_geometry, target_size, upscale_image
 
 
