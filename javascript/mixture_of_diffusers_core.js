@@ -621,6 +621,7 @@
         out.weights = weightSettings(p.weights);
         out.regions = (Array.isArray(p.regions) ? p.regions : []).map(function(r) { return isObject(r) ? fullRegion(r) : r; });
         out.passes = p.passes || "both";
+        out.micro_conditioning = p.micro_conditioning === undefined ? fieldDefault("micro_conditioning") : p.micro_conditioning;
         // sections that are not objects stay as they are, for the validator to report
         if (p.upscale !== undefined && p.upscale !== null) out.upscale = isObject(p.upscale) ? upscaleSettings(p.upscale) : p.upscale;
         var vae = isObject(p.vae) ? vaeSettings(p.vae) : p.vae;

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from .guide import GuideSpec, apply_guides
+from .micro_cond import CropVectors
 from .mixture import CompiledMixture
 from .plan import MAIN, CropSpec
 
@@ -56,6 +57,8 @@ class HostHooks:
     before host call ``i`` of ``n`` in a step (progress text; it may raise to interrupt).
     ``around_call(specs)`` is a context manager entered around each host call, for host state
     that depends on the crop's size (the WebUI's Hypertile splits attention by aspect ratio).
+    ``crop_conds((cond, uncond), spec, vectors)`` returns a crop's conditionings with its own
+    vector (`lib_mixture.micro_cond`); without it region jobs keep the host's vectors.
     """
 
     join: Callable[[list, list], tuple[Any, Any]]
@@ -64,6 +67,7 @@ class HostHooks:
     show_preview: Callable[[torch.Tensor], None] | None = None
     before_batch: Callable[[int, int], None] | None = None
     around_call: Callable[[Sequence[CropSpec]], Any] | None = None
+    crop_conds: Callable[[tuple[Any, Any], CropSpec, CropVectors], tuple[Any, Any]] | None = None
 
 
 @dataclass
@@ -75,7 +79,7 @@ class PassState:
     the canvas's initial unit ``noise`` and, per guide, how many denoiser calls it is enforced
     for (`lib_mixture.guide.active_calls`); ``levels`` says whether the sampler passes sigmas
     (k-diffusion) or timesteps (DDIM-type, then ``alphas_cumprod`` maps a timestep to its
-    alpha-bar).
+    alpha-bar). ``vectors`` gives crops their own SDXL size conditioning (None: the host's).
     """
 
     mixture: CompiledMixture
@@ -87,6 +91,7 @@ class PassState:
     alphas_cumprod: torch.Tensor | None = None
     calls: int = 0  # canvas calls so far (tests and progress)
     inner: bool = False  # every crop has the canvas's conditioning and scale: `inner_forward`
+    vectors: CropVectors | None = None
 
 
 def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tensor, uncond: Any, cond: Any,
@@ -107,6 +112,8 @@ def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tens
     def predict(x_in: torch.Tensor, sigma_in: Any, specs: Sequence[CropSpec]):
         k = len(specs)
         pairs = [state.conds[s.cond] if s.cond != MAIN and s.cond in state.conds else (cond, uncond) for s in specs]
+        if state.vectors is not None and hooks.crop_conds is not None:
+            pairs = [hooks.crop_conds(pair, s, state.vectors) for pair, s in zip(pairs, specs)]
         c, u = hooks.join([p[0] for p in pairs], [p[1] for p in pairs])
         for name, full in saved.items():
             setattr(den, name, _crop_attr(full, specs, rows) if full is not None else None)
@@ -184,7 +191,8 @@ class TiledInner:
     such as ``apply_model``) during one forward: a canvas-sized call becomes one call per crop
     batch, its outputs mixed with the compiled weights. Conditioning values with one row per
     canvas row are cropped when spatial (``c_concat`` of inpainting models, canvas-sized) and
-    repeated per crop otherwise (text embeddings, SDXL's vector), in the crops' row order. A
+    repeated per crop otherwise (text embeddings, SDXL's vector, which then gets each crop's own
+    size conditioning when ``state.vectors`` is set), in the crops' row order. A
     plain callable, not a module: set on a model it stays out of the model's module tree."""
 
     def __init__(self, inner: Any, state: PassState, hooks: HostHooks):
@@ -199,6 +207,9 @@ class TiledInner:
         def predict(x_in: torch.Tensor, sigma_in: Any, specs: Sequence[CropSpec]) -> torch.Tensor:
             tiled_args = [_tile_value(v, specs, rows, size) for v in args]
             tiled = {k: _tile_value(v, specs, rows, size) for k, v in kwargs.items()}
+            if self.state.vectors is not None:
+                tiled_args = [_crop_vector(v, self.state.vectors, specs, rows) for v in tiled_args]
+                tiled = {k: _crop_vector(v, self.state.vectors, specs, rows) for k, v in tiled.items()}
             around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
             with around:
                 out = self.inner(x_in, sigma_in, *tiled_args, **tiled)
@@ -221,6 +232,13 @@ def _tile_value(value: Any, specs: Sequence[CropSpec], rows: int, size: tuple) -
         crops = [value[:, :, s.box.y:s.box.bottom, s.box.x:s.box.right] for s in specs]
         return crops[0] if len(crops) == 1 else torch.cat(crops)
     return value if len(specs) == 1 else torch.cat([value] * len(specs))
+
+
+def _crop_vector(value: Any, vectors: CropVectors, specs: Sequence[CropSpec], rows: int) -> Any:
+    """A tiled conditioning dict with each crop's own ``vector`` rows (SDXL); others as they are."""
+    if isinstance(value, dict) and isinstance(value.get("vector"), torch.Tensor):
+        return {**value, "vector": vectors.crop_rows(value["vector"], specs, rows)}
+    return value
 
 
 def _apply_guides(x: torch.Tensor, sigma: torch.Tensor, state: PassState, call: int) -> None:

@@ -33,6 +33,7 @@ PROMPT_MODES = ("replace", "append")
 PASSES = ("first", "hires", "both")
 FITS = ("crop", "pad", "stretch")
 VAE_TILING = ("auto", "on", "off")
+MICRO_CONDITIONING = ("tiles", "all", "off")
 
 REQUIRED = "required"  # the ``default`` of a field that must be given
 
@@ -150,6 +151,11 @@ FIELDS: tuple[Field, ...] = (
           "the guide.", 0.5, 0.0, 1.0),
     Field("passes", "enum", "txt2img with hires fix: mix the first pass, the hires pass, or both.", "both",
           options=PASSES),
+    Field("micro_conditioning", "enum", "SDXL and its refiner: the size conditioning of each crop. tiles: a "
+          "background tile is told it is the crop at its offset of a canvas-sized image (crop_coords_top_left = "
+          "its offset in px, original_size and target_size = the canvas); all: region crops too; off: every crop "
+          "gets the whole image's vector, as the WebUI gives it. Other models ignore it.", "tiles",
+          options=MICRO_CONDITIONING),
     Field("upscale", "object", "img2img: resize the init image once with a WebUI upscaler, then refine it "
           "with the tiled mixture.", None, nullable=True),
     Field("upscale.upscaler", "string", "A name from the WebUI's upscaler list (Lanczos, R-ESRGAN 4x+, ...).",

@@ -149,6 +149,7 @@ class Preset:
     weights: Weighting = Weighting()
     regions: tuple[Region, ...] = field(default_factory=tuple)
     passes: str = default("passes")  # txt2img with hires fix: the first pass, the hires pass, or both
+    micro_conditioning: str = default("micro_conditioning")  # SDXL: each crop's size conditioning
     upscale: Upscale | None = None
     vae: VAETiling = VAETiling()
 
@@ -164,6 +165,7 @@ class Preset:
         out["weights"] = asdict(self.weights)
         out["regions"] = [_region_dict(r) for r in self.regions]
         out["passes"] = self.passes
+        out["micro_conditioning"] = self.micro_conditioning
         if self.upscale is not None:
             u = asdict(self.upscale)
             if u["width"] is None:

@@ -19,7 +19,7 @@ from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward,
 from lib_mixture.geometry import LATENT_FACTOR
 
 from . import conds as region_conds
-from . import context
+from . import context, sdxl
 from .patches import swapped
 
 
@@ -134,4 +134,5 @@ def _around_call(specs):
 
 
 _HOOKS = HostHooks(join=region_conds.join, wrap_inner=_wrap_inner, capture_previews=_capture_previews,
-                   show_preview=_show_preview, before_batch=_before_batch, around_call=_around_call)
+                   show_preview=_show_preview, before_batch=_before_batch, around_call=_around_call,
+                   crop_conds=sdxl.crop_conds)

@@ -17,6 +17,7 @@ from lib_mixture.passes import MAIN, PassKey, build_pass, guide_specs, guided_re
 from lib_mixture.plan import MixturePlan
 
 from . import conds as region_conds
+from . import sdxl
 from .guides import guide_latent
 from .job import Job
 from .lru import EqualityLRU
@@ -51,7 +52,7 @@ class PassBuilder:
         canvas_guide = self._canvas_guide(p, hires)
         if runs_plain(plan, canvas_guide):
             return None
-        width, height = x.shape[-1] * LATENT_FACTOR, x.shape[-2] * LATENT_FACTOR
+        height, width = conds_canvas(p, x, hires)
         steps, hires_steps = (p.firstpass_steps, den.total_steps) if hires else (den.total_steps, None)
         conds: dict[int, tuple[Any, Any]] = {}
         keys: dict[Any, tuple] = {MAIN: region_conds.token_key(uncond)}
@@ -64,7 +65,12 @@ class PassBuilder:
         guides = {}
         if guided_regions(plan) or canvas_guide:
             guides = self._guides(p, den, x, plan, hires, canvas_guide)
-        return build_pass(plan, x.device, conds, keys, **guides)
+        state = build_pass(plan, x.device, conds, keys, **guides)
+        state.vectors, warning = sdxl.crop_vectors(shared.sd_model, uncond, (height, width),
+                                                   self.job.preset.micro_conditioning)
+        if warning:
+            self.job.warnings.add([warning])
+        return state
 
     def _guides(self, p: Any, den: Any, x: torch.Tensor, plan: MixturePlan, hires: bool, canvas_guide: bool) -> dict:
         """`build_pass`'s guide arguments; none (with a warning) without the pass's initial noise."""
@@ -89,3 +95,13 @@ class PassBuilder:
         latent = getattr(p, "init_latent", None)
         return (not hires and upscale is not None and upscale.guide_strength > 0 and latent is not None
                 and latent.shape[-2:] == (p.height // LATENT_FACTOR, p.width // LATENT_FACTOR))
+
+
+def conds_canvas(p: Any, x: torch.Tensor, hires: bool) -> tuple[int, int]:
+    """``(height, width)`` in px that the host made this pass's conds for (SDXL conditions on it):
+    the pass's size as the user gave it (off the 8 px grid too), else the latent's."""
+    w, h = (getattr(p, "hr_upscale_to_x", 0), getattr(p, "hr_upscale_to_y", 0)) if hires else (p.width, p.height)
+    w, h = int(w or 0), int(h or 0)
+    if (h // LATENT_FACTOR, w // LATENT_FACTOR) == tuple(x.shape[-2:]):
+        return h, w
+    return x.shape[-2] * LATENT_FACTOR, x.shape[-1] * LATENT_FACTOR

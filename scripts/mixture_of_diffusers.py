@@ -3,10 +3,10 @@ infotext). The work is in ``lib_mixture`` (the engine) and ``lib_mixture_webui``
 
 from __future__ import annotations
 
-from modules import script_callbacks, scripts
+from modules import script_callbacks, scripts, shared
 
 from lib_mixture.preset import PresetError
-from lib_mixture_webui import context, panel, patches, settings, upscale, user_presets
+from lib_mixture_webui import context, families, panel, patches, settings, upscale, user_presets
 from lib_mixture_webui.args import INFOTEXT_KEY, ImageInfotext, pasted_config, read_args
 from lib_mixture_webui.guides import guide_refs, read_guides
 from lib_mixture_webui.job import Job
@@ -42,6 +42,7 @@ class MixtureOfDiffusersScript(scripts.Script):
         try:
             enabled, preset = read_args(args, limits)
             if enabled:
+                families.check(shared.sd_model)  # before any work: SD3 stops here
                 # Guide images are read first, before any work, from what this caller may use.
                 policy = settings.guide_policy(bool(getattr(p, "is_api", False)), str(user_presets.presets_dir()))
                 guides = read_guides(preset, policy)
@@ -49,7 +50,7 @@ class MixtureOfDiffusersScript(scripts.Script):
                     print(f"[Mixture of Diffusers] {upscale.apply(p, preset.upscale)}")
                 job = Job(p, preset, limits=limits)  # after the upscale: its canvas
                 job.check(p)
-        except PresetError as e:
+        except (PresetError, families.UnsupportedModel) as e:
             # Script hooks' exceptions are only logged by the WebUI; the denoiser hook raises
             # this at the first step, so the job stops and an API caller sees the message.
             context.attach(p, context.JobContext(Job(p, None, error=e)))

@@ -50,7 +50,8 @@ def test_round_trip_keeps_every_region_field():
               "guide": {"image": "guides/sketch.png", "strength": 0.25}}
     obj = {"version": 1, "name": "x", "units": "fraction", "canvas": {"width": 1024, "height": 512},
            "tiles": {"width": 512, "height": 512, "overlap": {"x": 64, "y": 32}, "batch_size": 2},
-           "weights": {"kind": "constant", "variance": 0.01}, "regions": [region], "passes": "hires"}
+           "weights": {"kind": "constant", "variance": 0.01}, "regions": [region], "passes": "hires",
+           "micro_conditioning": "all"}
     preset = parse_preset(obj)
     assert preset.to_dict() == obj
     assert preset.regions[0] == Region(**{**region, "guide": preset.regions[0].guide})
@@ -66,7 +67,7 @@ def test_defaults_are_filled_in():
 def test_unknown_keys_are_errors_with_a_suggestion():
     found = problems({**minimal(), "tiels": {}})
     assert found == ["tiels: unknown key (did you mean 'tiles'?); allowed keys: version, name, units, canvas, "
-                     "tiles, weights, regions, passes, upscale, vae"]
+                     "tiles, weights, regions, passes, micro_conditioning, upscale, vae"]
     found = problems({"version": 1, "regions": [{"x": 0, "y": 0, "widht": 8, "height": 8}]})
     assert any(p.startswith("regions[0].widht: unknown key (did you mean 'width'?)") for p in found)
     assert "regions[0].width: is required" in found

@@ -497,7 +497,9 @@ test("the Upscale target choice: the panel's memory while it still describes the
 test("canonical upscale and vae: Preset.to_dict's order, defaults filled, default VAE left out", () => {
     const c = (p) => core.canonical(Object.assign({version: 1, tiles: {}}, p));
     assert.deepEqual(Object.keys(c({upscale: {fit: "pad", width: 64, height: 64}, vae: {tile: 512}})),
-        ["version", "name", "units", "tiles", "weights", "regions", "passes", "upscale", "vae"]);
+        ["version", "name", "units", "tiles", "weights", "regions", "passes", "micro_conditioning", "upscale", "vae"]);
+    assert.equal(c({}).micro_conditioning, "tiles", "the table's default");
+    assert.equal(c({micro_conditioning: "off"}).micro_conditioning, "off");
     assert.deepEqual(c({upscale: {}}).upscale, {upscaler: "Lanczos", scale: 2, fit: "crop", guide_strength: 0});
     assert.deepEqual(c({upscale: {scale: null, width: 64, height: 128}}).upscale, {upscaler: "Lanczos", width: 64, height: 128, fit: "crop", guide_strength: 0});
     assert.deepEqual(c({upscale: {scale: 3, width: 64}}).upscale, {upscaler: "Lanczos", scale: 3, width: 64, fit: "crop", guide_strength: 0},
