@@ -15,10 +15,19 @@ For tests that call host internals directly (``modules.processing``,
     from inprocess import boot
     host = boot(ckpt)                    # returns modules.shared; model loaded
     res = txt2img(prompt="a cat", steps=4, width=64, height=64)
+
+Other checkpoints (the tiny SDXL / refiner / SD 2.x ones of ``tiny_families``) are switched to
+with the WebUI's own loader and back::
+
+    with use_checkpoint(sdxl_path):      # loads it; the previous model is loaded again after
+        txt2img(...)
+    load_checkpoint(path)                # switch and stay; boot_checkpoint() is the SD1 one
+    register_checkpoint(path).title      # a name for refiner_checkpoint=
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -100,6 +109,77 @@ def data_dir() -> Path:
     if _booted is None:
         raise RuntimeError("not booted")
     return _booted["data_dir"]
+
+
+def boot_checkpoint() -> Path:
+    """The checkpoint the host was booted with."""
+    if _booted is None:
+        raise RuntimeError("not booted")
+    return Path(_booted["key"]["ckpt"])
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def register_checkpoint(path):
+    """The WebUI's ``CheckpointInfo`` for ``path``, registered in its checkpoint list (so that
+    ``refiner_checkpoint=info.title`` or the file name finds it) and hashed, so its title is final.
+    A file the WebUI already lists is returned as it is."""
+    from modules import sd_models
+
+    for info in list(sd_models.checkpoints_list.values()):
+        if _same_file(info.filename, path):
+            return info
+    info = sd_models.CheckpointInfo(str(Path(path).resolve()))
+    info.register()
+    info.calculate_shorthash()  # re-registers under "name [hash]", as loading would
+    return info
+
+
+def ensure_sdxl_approx():
+    """Write the random ``VAE-approx/vaeapprox-sdxl.pt`` into the WebUI's models dir if missing
+    (every SDXL job loads it; offline, a missing one fails the job)."""
+    from modules import paths
+    import tiny_families
+
+    path = Path(paths.models_path) / "VAE-approx" / tiny_families.APPROX_NAME
+    if not path.is_file():
+        tiny_families.write_sdxl_approx(paths.models_path)
+    return path
+
+
+def load_checkpoint(path):
+    """Make ``path`` the loaded model with the WebUI's ``sd_models.reload_model_weights`` (which
+    also makes it the ``sd_model_checkpoint`` option, as choosing it in the UI does); nothing
+    happens when it is loaded already.  Returns ``shared.sd_model``."""
+    from modules import sd_models, shared
+
+    info = register_checkpoint(path)
+    current = shared.sd_model
+    if current is None or not _same_file(current.sd_checkpoint_info.filename, info.filename):
+        sd_models.reload_model_weights(info=info)
+    shared.opts.data["sd_model_checkpoint"] = shared.sd_model.sd_checkpoint_info.title
+    if getattr(shared.sd_model, "is_sdxl", False):
+        ensure_sdxl_approx()
+    return shared.sd_model
+
+
+@contextlib.contextmanager
+def use_checkpoint(path):
+    """Load ``path`` for the ``with`` block (yields ``shared.sd_model``); afterwards load again the
+    checkpoint the WebUI had selected before (the one its next job would load: the base model
+    when a refiner job left the refiner loaded)."""
+    from modules import sd_models
+
+    previous = sd_models.select_checkpoint().filename  # what the next job would load
+    try:
+        yield load_checkpoint(path)
+    finally:
+        load_checkpoint(previous)
 
 
 def script_runner(scripts_with_args: Sequence[Tuple[Any, Sequence[Any]]], is_img2img=False):
