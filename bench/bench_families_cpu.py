@@ -6,7 +6,7 @@ Runs with the WebUI's own python, one torch thread; the tiny random checkpoints 
 ``tests/webui/tiny_families.py`` into a temporary folder. Only sampling is timed (the VAE decode
 returns black images); each figure is the median of ``--repeats`` jobs after a warm-up job:
 
-    cd "$MOD_WEBUI_DIR" && venv/bin/python /path/to/repo/bench/bench_families_cpu.py --families sdxl,sd2-v
+    cd "$MOD_WEBUI_DIR" && MOD_WEBUI_DIR=$PWD venv/bin/python /path/to/repo/bench/bench_families_cpu.py --families sdxl
 
 Tiles: 1024 px, at least 128 px overlap (9 tiles on 2048x2048), Euler, ``--steps`` steps.
 """
