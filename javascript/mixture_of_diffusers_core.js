@@ -63,7 +63,6 @@
     var TILE_MIN = field("tiles.width").min;
     var MODES = ["tiles", "regions", "both"];
     var PASSES = field("passes").options;
-    var MICRO_CONDITIONING = field("micro_conditioning").options;
     var KINDS = field("weights.kind").options;
     var PROMPT_MODES = field("regions[].prompt_mode").options;
     var TOP_KEYS = Object.keys(FIELDS).filter(function(path) { return path.indexOf(".") < 0; });
@@ -952,11 +951,6 @@
             if (PASSES.indexOf(action.passes) < 0) return s;
             p = canonical(s.preset);
             p.passes = action.passes;
-            return assign(s, {preset: p});
-        case "microConditioning":
-            if (MICRO_CONDITIONING.indexOf(action.value) < 0) return s;
-            p = canonical(s.preset);
-            p.micro_conditioning = action.value;
             return assign(s, {preset: p});
         case "upscale":
             // set the upscale section (sizing, fit...), turning it on; null turns it off

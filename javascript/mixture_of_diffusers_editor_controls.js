@@ -43,7 +43,6 @@
             mode: "tiles: a grid of tiles driven by the main prompt (large images, upscaling). regions: your boxes, each with its own prompt; " +
                 "every latent pixel needs one. both: the grid with your regions on top.",
             passes: MoDCore.fieldTitle("passes", "Without hires fix only the first pass runs."),
-            micro_conditioning: MoDCore.fieldTitle("micro_conditioning"),
             weighting: MoDCore.fieldTitle("weights.kind", "gaussian is highest in a crop's middle, so crops hand over smoothly; " +
                 "constant is a plain average where crops overlap."),
             variance: MoDCore.fieldTitle("weights.variance", "Relative to each crop's size."),
@@ -77,7 +76,6 @@
             E.setRadio(this.id("weighting"), w.kind);
             E.setNumber(this.id("variance"), w.variance);
             E.setRadio(this.id("passes"), p.passes || "both");
-            E.setRadio(this.id("micro_conditioning"), MoDCore.canonical(p).micro_conditioning);
             E.setNumber(this.id("tile_w"), t.width);
             E.setNumber(this.id("tile_h"), t.height);
             E.setNumber(this.id("overlap"), overlap);
@@ -158,7 +156,6 @@
         });
         onRadio("weighting", function(v) { self.commit({type: "weights", kind: v}); });
         onRadio("passes", function(v) { self.commit({type: "passes", passes: v}); });
-        onRadio("micro_conditioning", function(v) { self.commit({type: "microConditioning", value: v}); });
         onRadio("mode", function(v) {
             self.commit({type: "mode", mode: v});
             self.renderFields(true);

@@ -58,8 +58,6 @@ CONTROLS = {
                  info="tiles: one grid, main prompt; regions: your boxes; both"),
     "passes": _choice("passes", "Hires fix passes", "which passes are mixed when hires fix is on"),
     "weighting": _choice("weights.kind", "Weighting", "how crops fade into each other"),
-    "micro_conditioning": _choice("micro_conditioning", "SDXL crop conditioning",
-                                  "tiles: each tile is told its offset in the canvas; all: regions too; off: as the WebUI"),
     "variance": _number("weights.variance", "Gaussian variance", 0.0001, "paper: 0.01; larger = softer"),
     "tile_w": _number("tiles.width", "Tile width (px)", LATENT_FACTOR, "snapped to 8"),
     "tile_h": _number("tiles.height", "Tile height (px)", LATENT_FACTOR, "snapped to 8"),
@@ -107,7 +105,6 @@ def build(is_img2img):
             control(gr.Radio, "passes", visible=not is_img2img)  # img2img has no hires fix
             control(gr.Radio, "weighting")
             control(gr.Slider, "variance")
-            control(gr.Radio, "micro_conditioning")
         with gr.Row(elem_classes=["mod-controls"]):
             for name in ("tile_w", "tile_h", "overlap", "batch"):
                 control(gr.Slider, name)

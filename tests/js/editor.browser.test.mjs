@@ -128,10 +128,6 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         c = await configWhen((j) => j.passes === "hires" && j.weights.kind === "gaussian");
         await page.check("#mod_txt2img_passes input[value=both]");
         await configWhen((j) => j.passes === "both");
-        await page.check("#mod_txt2img_micro_conditioning input[value=off]");
-        await configWhen((j) => j.micro_conditioning === "off");
-        await page.check("#mod_txt2img_micro_conditioning input[value=tiles]");
-        await configWhen((j) => j.micro_conditioning === "tiles");
     });
 
     test("drag on empty space creates a region, snapped to the latent grid", async () => {
