@@ -49,7 +49,8 @@ class CropVectors:
     ``canvas``: ``(height, width)`` in px that the host's conditioning was made for;
     ``origin``: the host's ``(top, left)`` crop setting in px. ``regions``: whether region
     crops get their offset too (the preset's ``micro_conditioning: "all"``) or only the
-    background tiles (``"tiles"``).
+    background tiles (``"tiles"``). ``held``: the host adapter's conditionings rewritten per crop
+    for this pass, by its own keys.
     """
 
     slices: Sequence[VectorSlice]
@@ -57,7 +58,8 @@ class CropVectors:
     canvas: tuple[int, int]
     origin: tuple[int, int] = (0, 0)
     regions: bool = False
-    _cache: dict = field(default_factory=dict, repr=False)
+    held: dict = field(default_factory=dict, repr=False)
+    _parts: dict = field(default_factory=dict, repr=False)
 
     def applies(self, spec: CropSpec) -> bool:
         """Whether this crop's vector differs from the host's (offset 0 keeps the host's)."""
@@ -73,10 +75,10 @@ class CropVectors:
     def parts(self, box: Box) -> list[tuple[VectorSlice, torch.Tensor]]:
         """Each slice with its embedded value for ``box``, computed once per box."""
         key = (box.x, box.y)
-        if key not in self._cache:
+        if key not in self._parts:
             values = self.values(box)
-            self._cache[key] = [(s, self.embed(s.key, values[s.key])) for s in self.slices]
-        return self._cache[key]
+            self._parts[key] = [(s, self.embed(s.key, values[s.key])) for s in self.slices]
+        return self._parts[key]
 
     def crop(self, vector: torch.Tensor, spec: CropSpec) -> torch.Tensor:
         """``vector`` ``[..., D]`` for the crop ``spec``: a new tensor, or ``vector`` itself

@@ -54,8 +54,9 @@ def encode(p: Any, prompts: list[str], negatives: list[str], width: int, height:
     use_old = shared.opts.use_old_scheduling
     c_in = prompt_parser.SdConditioning(prompts, width=width, height=height)
     u_in = prompt_parser.SdConditioning(negatives, width=width, height=height, is_negative_prompt=True)
+    # width and height too: SDXL's vector depends on them, and the host's key has only p's size
     key = (p.cached_params(c_in, steps, p.extra_network_data, hires_steps, use_old),
-           p.cached_params(u_in, steps, p.extra_network_data, hires_steps, use_old))
+           p.cached_params(u_in, steps, p.extra_network_data, hires_steps, use_old), width, height)
     found = cache.get(key)
     if found is not None:
         return found

@@ -89,8 +89,8 @@ def crop_conds(pair: tuple[Any, Any], spec: CropSpec, vectors: CropVectors) -> t
     with its own vector in every schedule; the same objects when the crop keeps the host's."""
     if not vectors.applies(spec):
         return pair
-    key = ("conds", id(pair[0]), id(pair[1]), spec.box.x, spec.box.y)
-    found = vectors._cache.get(key)
+    key = (id(pair[0]), id(pair[1]), spec.box.x, spec.box.y)
+    found = vectors.held.get(key)
     if found is not None and found[0][0] is pair[0] and found[0][1] is pair[1]:
         return found[1]
     cond, uncond = pair
@@ -102,7 +102,7 @@ def crop_conds(pair: tuple[Any, Any], spec: CropSpec, vectors: CropVectors) -> t
     batch = [[prompt_parser.ComposableScheduledPromptConditioning(schedule(c.schedules), c.weight) for c in row]
              for row in cond.batch]
     out = (prompt_parser.MulticondLearnedConditioning(shape=cond.shape, batch=batch), [schedule(row) for row in uncond])
-    vectors._cache[key] = (pair, out)  # the pair is held, so its ids stay its own for the pass
+    vectors.held[key] = (pair, out)  # the pair is held, so its ids stay its own for the pass
     return out
 
 
