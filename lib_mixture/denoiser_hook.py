@@ -59,6 +59,9 @@ class HostHooks:
     that depends on the crop's size (the WebUI's Hypertile splits attention by aspect ratio).
     ``crop_conds((cond, uncond), spec, vectors)`` returns a crop's conditionings with its own
     vector (`lib_mixture.micro_cond`); without it region jobs keep the host's vectors.
+    ``crop_controls(specs, rows)`` is a context manager entered around each model call of the tile
+    path (`TiledInner`), for host inputs read inside the model that are canvas-sized (ControlNet's
+    control images): the call's crops, each with ``rows`` rows, crop-major.
     """
 
     join: Callable[[list, list], tuple[Any, Any]]
@@ -68,6 +71,7 @@ class HostHooks:
     before_batch: Callable[[int, int], None] | None = None
     around_call: Callable[[Sequence[CropSpec]], Any] | None = None
     crop_conds: Callable[[tuple[Any, Any], CropSpec, CropVectors], tuple[Any, Any]] | None = None
+    crop_controls: Callable[[Sequence[CropSpec], int], Any] | None = None
 
 
 @dataclass
@@ -211,7 +215,8 @@ class TiledInner:
                 tiled_args = [_crop_vector(v, self.state.vectors, specs, rows) for v in tiled_args]
                 tiled = {k: _crop_vector(v, self.state.vectors, specs, rows) for k, v in tiled.items()}
             around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
-            with around:
+            controls = hooks.crop_controls(specs, rows) if hooks.crop_controls is not None else nullcontext()
+            with around, controls:
                 out = self.inner(x_in, sigma_in, *tiled_args, **tiled)
             _check_rows([out], rows * len(specs))
             return out

@@ -9,6 +9,7 @@ Wrapping the class (not an instance) reaches every sampler of every pass in WebU
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import sys
 from typing import Any
@@ -19,7 +20,7 @@ from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward,
 from lib_mixture.geometry import LATENT_FACTOR
 
 from . import conds as region_conds
-from . import context, sdxl
+from . import context, controlnet, sdxl
 from .patches import swapped
 
 
@@ -46,9 +47,16 @@ def dispatch(original, den, ctx, x, sigma, uncond, cond, cond_scale, s_min_uncon
     state = ctx.passes.state(p, den, x, uncond)
     if state is None:
         return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
-    _refuse_unsupported()
+    hooks = _HOOKS
+    units = controlnet.active_units(p)
+    if units is not None:
+        controlnet.check(units, regions=not state.inner)
+        hires = bool(getattr(p, "is_hr_pass", False))
+        hooks = dataclasses.replace(_HOOKS, crop_controls=controlnet.hint_cropper(units, hires, tuple(x.shape[-2:])))
+    else:
+        _refuse_unknown_unet_patch()
     forward = inner_forward if state.inner else mixture_forward
-    return forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state, _HOOKS)
+    return forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state, hooks)
 
 
 def _switch_refiner(den, sigma) -> bool:
@@ -61,12 +69,15 @@ def _switch_refiner(den, sigma) -> bool:
     return bool(apply(den, sigma) if takes_sigma else apply(den))
 
 
-def _refuse_unsupported() -> None:
+def _refuse_unknown_unet_patch() -> None:
+    """ControlNet's UNet hook without its script's units in reach (another fork or version): its
+    control images would not be cropped per tile."""
     unet = getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None)
     patched = vars(unet).get("forward") if unet is not None else None
     if patched is not None and "webui" in getattr(patched, "__name__", ""):
-        raise RuntimeError("Mixture of Diffusers: ControlNet is active in this job, and its control images "
-                           "are not cropped per tile; turn off ControlNet or Mixture of Diffusers for this job")
+        raise RuntimeError("Mixture of Diffusers: a ControlNet-like hook is on the UNet but its units were not found, "
+                           "so its control images cannot be cropped per tile; turn off ControlNet or Mixture of "
+                           "Diffusers for this job")
 
 
 def _wrap_inner(den, make):

@@ -10,7 +10,7 @@ import torch
 from lib_mixture.preset import VAETiling, parse_preset
 from lib_mixture_webui import patches
 
-ADAPTER = ("conds", "context", "guides", "hook", "job", "noise", "passes", "sdxl", "vae")
+ADAPTER = ("conds", "context", "controlnet", "guides", "hook", "job", "noise", "passes", "sdxl", "vae")
 
 
 def _module(name, **attrs):

@@ -1,0 +1,131 @@
+"""sd-webui-controlnet under the tile grid: every model call on a batch of crops gets, for each
+spatial unit, the matching crops of that unit's control image, in the call's row layout.
+
+ControlNet hooks the UNet (its ``forward`` is replaced per job) and reads each unit's hint, a
+pixel-space ``[n, C, H, W]`` tensor at the canvas's size (``ControlParams.hint_cond``; the hires
+pass's in ``hr_hint_cond``), on every UNet call; its hint must match the call's latent size x 8 and
+its rows (or be one row). On the tile path the model call is one batch of crops, crop-major, each
+crop with the canvas call's rows (`lib_mixture.denoiser_hook.TiledInner`), so each crop's box x 8
+cut from the hint, repeated over that crop's rows, is that crop's own hint. It is set through the
+``hint_cond`` setter (which drops ControlNet's caches of the previous hint), T2I-Adapters forget
+their cached features (``reset``), and everything is put back after the call. Preprocessors and
+"Pixel Perfect" ran once on the whole image before sampling; weights, guidance start and end,
+control mode and resize mode are ControlNet's own, per call, unchanged.
+
+Supported: ControlNet-type units and T2I-Adapters with a tile grid. A job with regions, or with
+any other unit type (reference, IP-Adapter, style, ReVision, ControlLLLite, inpaint-only or
+colorfix preprocessors...), stops before the first step with a message naming the unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from lib_mixture.geometry import LATENT_FACTOR
+from lib_mixture.plan import CropSpec
+
+SPATIAL_TYPES = {"ControlNet", "ControlLoRA", "ControlNetUnion", "T2I_Adapter"}
+# preprocessors whose result is not a control image ControlNet adds residuals from
+LATENT_PREPROCESSORS = ("inpaint_only", "colorfix", "reference")
+
+
+class ControlNetNotSupported(RuntimeError):
+    """A ControlNet unit the mixture cannot crop per tile (or a job with regions)."""
+
+
+def active_units(p: Any) -> list | None:
+    """The ``ControlParams`` of sd-webui-controlnet's units for this job, or None when ControlNet
+    has not hooked this job's model (not installed, or no enabled unit)."""
+    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", ()):
+        network = getattr(script, "latest_network", None)
+        if network is not None and str(script.title()).lower() == "controlnet":
+            params = list(getattr(network, "control_params", None) or [])
+            return params or None
+    return None
+
+
+def unit_name(i: int, param: Any) -> str:
+    kind = getattr(getattr(param, "control_model_type", None), "name", "unknown type")
+    module = (getattr(param, "preprocessor", None) or {}).get("name", "none")
+    return f"ControlNet unit {i + 1} ({kind}, preprocessor {module})"
+
+
+def check(units: Sequence[Any], regions: bool) -> None:
+    """Raise `ControlNetNotSupported` for a job the tile path cannot give per-crop hints."""
+    if regions:
+        raise ControlNetNotSupported(
+            "Mixture of Diffusers: ControlNet works with a tile grid only for now, and this job has regions; "
+            "remove the regions (tiles only) or turn ControlNet off")
+    for i, param in enumerate(units):
+        kind = getattr(getattr(param, "control_model_type", None), "name", "")
+        module = str((getattr(param, "preprocessor", None) or {}).get("name", ""))
+        if kind not in SPATIAL_TYPES or any(m in module for m in LATENT_PREPROCESSORS):
+            raise ControlNetNotSupported(
+                f"Mixture of Diffusers: {unit_name(i, param)} is not supported with tiles (only ControlNet and "
+                "T2I-Adapter units, whose control image is cropped per tile); turn that unit off or turn "
+                "Mixture of Diffusers off")
+        if not isinstance(param.hint_cond, torch.Tensor) or param.hint_cond.ndim != 4:
+            raise ControlNetNotSupported(f"Mixture of Diffusers: {unit_name(i, param)} has no control image")
+
+
+def hint_cropper(units: Sequence[Any], hires: bool, latent_size: tuple[int, int]
+                 ) -> Callable[[Sequence[CropSpec], int], Any]:
+    """``crops(specs, rows)``: a context manager that, while open, gives every unit the hint of
+    the crop batch ``specs`` (each crop's ``rows`` rows, crop-major), then the unit's own again.
+    ``hires``: the pass is the hires one (its hint is ``hr_hint_cond``); ``latent_size``: the
+    canvas in latent cells, ``(height, width)``."""
+    size = (latent_size[0] * LATENT_FACTOR, latent_size[1] * LATENT_FACTOR)
+    for i, param in enumerate(units):
+        full = _full_hint(param, hires)
+        if tuple(full.shape[-2:]) != size:
+            raise ControlNetNotSupported(
+                f"Mixture of Diffusers: {unit_name(i, param)}'s control image is {full.shape[-1]}x{full.shape[-2]} px, "
+                f"the canvas {size[1]}x{size[0]}; the tiles need them equal")
+
+    @contextlib.contextmanager
+    def crops(specs: Sequence[CropSpec], rows: int) -> Iterator[None]:
+        saved = [(param, param.hint_cond, param.hr_hint_cond) for param in units]
+        try:
+            for param, hint, hr_hint in saved:
+                crop = _rows(_full_hint(param, hires), specs, rows)
+                param.hint_cond = crop  # the setter drops ControlNet's cached hint
+                if hires:  # both equal: ControlNet's nearest-size test still says "hires"
+                    param.hr_hint_cond = crop
+                _forget_features(param)
+            yield
+        finally:
+            for param, hint, hr_hint in saved:
+                param.hint_cond = hint
+                param.hr_hint_cond = hr_hint
+                _forget_features(param)
+
+    return crops
+
+
+def _full_hint(param: Any, hires: bool) -> torch.Tensor:
+    hr = getattr(param, "hr_hint_cond", None)
+    return hr if hires and isinstance(hr, torch.Tensor) else param.hint_cond
+
+
+def _rows(full: torch.Tensor, specs: Sequence[CropSpec], rows: int) -> torch.Tensor:
+    """Each crop's pixel box of ``full`` ``[n, C, H, W]`` for its ``rows`` rows, crop-major: one
+    image repeated; ``n`` images (one per image of the batch) tiled over cond and uncond rows."""
+    n = full.shape[0]
+    if n != 1 and rows % n:
+        raise ControlNetNotSupported(f"Mixture of Diffusers: {n} control images for {rows} rows per tile")
+    out = []
+    for s in specs:
+        crop = full[..., s.box.y * LATENT_FACTOR:s.box.bottom * LATENT_FACTOR,
+                    s.box.x * LATENT_FACTOR:s.box.right * LATENT_FACTOR]
+        out.append(crop.expand(rows, *crop.shape[1:]) if n == 1 else crop.repeat(rows // n, 1, 1, 1))
+    return torch.cat(out).contiguous()
+
+
+def _forget_features(param: Any) -> None:
+    """T2I-Adapters keep the features of the first hint they saw; a new crop needs new ones."""
+    reset = getattr(getattr(param, "control_model", None), "reset", None)
+    if callable(reset) and getattr(getattr(param, "control_model_type", None), "name", "") == "T2I_Adapter":
+        reset()

@@ -1,0 +1,235 @@
+"""Mixture of Diffusers with sd-webui-controlnet in the real WebUI's process: each tile batch gets
+its own crops of every unit's control image.
+
+A tiny random T2I-Adapter (built here with ControlNet's own ``Adapter`` class: its first two feature
+maps have the tiny SD1 UNet's 32 and 64 channels, and ControlNet adds them after input blocks 2 and
+5) is spatial and caches its features, so it shows whether each crop gets its own hint and whether
+the cache is dropped per crop. Needs its own process (the WebUI is booted with its extension
+scripts loaded), a ControlNet checkout in ``MOD_CONTROLNET_DIR`` (Mikubill/sd-webui-controlnet,
+the 2024-07 HEAD) and ``controlnet_aux`` and ``matplotlib`` in the WebUI's venv:
+
+    cd "$MOD_WEBUI_DIR" && MOD_WEBUI_DIR=$PWD MOD_WEBUI_INPROCESS=1 MOD_CONTROLNET_DIR=/path/to/sd-webui-controlnet \\
+        venv/bin/python -m pytest -p no:cacheprovider /path/to/repo/tests/webui/test_controlnet_inprocess.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+for path in (HERE, ROOT):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import launcher  # noqa: E402
+
+CN_DIR = os.environ.get("MOD_CONTROLNET_DIR")
+pytestmark = [
+    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
+    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
+                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see the docstring)"),
+    pytest.mark.skipif(not CN_DIR or not (Path(CN_DIR) / "scripts" / "controlnet.py").is_file(),
+                       reason="MOD_CONTROLNET_DIR does not name an sd-webui-controlnet checkout"),
+]
+
+W, H = 192, 128  # latent 24 x 16
+TILES = {"width": 96, "height": 96, "overlap": 32, "batch_size": 2}  # 6 tiles, 3 calls a step
+ADAPTER = "tiny-t2i-adapter"
+
+
+@pytest.fixture(scope="module")
+def cn_host(tmp_path_factory):
+    """The WebUI booted with ControlNet and this extension loaded as extensions, and a tiny T2I-Adapter
+    in its models folder."""
+    import inprocess
+
+    data = tmp_path_factory.mktemp("cn-data")
+    (data / "extensions").mkdir()
+    (data / "extensions" / "sd-webui-controlnet").symlink_to(Path(CN_DIR).resolve())
+    (data / "extensions" / "sd-webui-mixture-of-diffusers").symlink_to(ROOT)
+    ckpt = launcher.tiny_checkpoint(tmp_path_factory.mktemp("cn-ckpt"))
+    try:
+        shared = inprocess.boot(ckpt, data_dir=data, load_scripts=True)
+    except RuntimeError as e:
+        pytest.skip(f"run this module in its own process ({e})")
+    write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}.safetensors")
+    from modules import scripts
+
+    found = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
+    global_state = sys.modules["scripts.global_state"]
+    global_state.update_cn_models()
+    return shared, found["ControlNet"], found["Mixture of Diffusers"]
+
+
+def write_adapter(path: Path) -> None:
+    """A T2I-Adapter for the tiny SD1 UNet: ControlNet's ``Adapter`` (SD1 layout, 192 = 3 x 8 x 8
+    input channels), channels 32, 64, 128, 128, every weight seeded random."""
+    import torch
+    from safetensors.torch import save_file
+
+    adapter_module = sys.modules["scripts.adapter"]
+    torch.manual_seed(7)
+    model = adapter_module.Adapter(cin=192, channels=[32, 64, 128, 128], nums_rb=2, ksize=1, sk=True,
+                                   use_conv=False, is_sdxl=False)
+    g = torch.Generator().manual_seed(8)
+    state = {k: torch.randn(v.shape, generator=g) * (0.5 / math.sqrt(max(1, v[0].numel()))) if v.ndim > 1
+             else torch.randn(v.shape, generator=g) * 0.1 for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"tiny": "t2i adapter"})
+
+
+def control_image():
+    import numpy as np
+
+    y, x = np.mgrid[0:H, 0:W]
+    rgb = np.stack([(x * 255) // (W - 1), (y * 255) // (H - 1), ((x // 16 + y // 16) % 2) * 255], axis=-1)
+    return rgb.astype("uint8")
+
+
+def unit(**kw):
+    from internal_controlnet.external_code import ControlNetUnit
+
+    fields = dict(enabled=True, module="none", model=ADAPTER, image=control_image(), weight=1.0,
+                  resize_mode="Just Resize", pixel_perfect=False)
+    fields.update(kw)
+    return ControlNetUnit(**fields)
+
+
+def run(cn_host, units=(), config=None, enabled=True, **kw):
+    import inprocess
+
+    _, cn_script, our_script = cn_host
+    scripts_with_args = [(cn_script, list(units) or [unit(enabled=False)])]
+    if config is not None:
+        scripts_with_args.append((our_script, [enabled, json.dumps(config)]))
+    kw = {"width": W, "height": H, "steps": 3, "seed": 11, "prompt": "a landscape", **kw}
+    return inprocess.txt2img(scripts_with_args, **kw)
+
+
+def pixels(image):
+    import numpy as np
+
+    return np.asarray(image).astype("int16")
+
+
+@pytest.fixture
+def adapter_calls(cn_host):
+    """Every hint the T2I-Adapter computes features from (its cache dropped or first use)."""
+    adapter_module = sys.modules["scripts.adapter"]
+    seen = []
+    real = adapter_module.Adapter.forward
+
+    def record(self, x):
+        seen.append(x.detach().clone())
+        return real(self, x)
+    adapter_module.Adapter.forward = record
+    yield seen
+    adapter_module.Adapter.forward = real
+
+
+def test_controlnet_alone_works_and_the_extension_off_changes_nothing(cn_host):
+    import numpy as np
+
+    plain = run(cn_host)
+    controlled = run(cn_host, [unit()])
+    assert np.abs(pixels(plain.images[0]) - pixels(controlled.images[0])).mean() > 0.5  # the adapter acts
+    off = run(cn_host, [unit()], {"version": 1, "tiles": TILES}, enabled=False)
+    assert np.array_equal(pixels(off.images[0]), pixels(controlled.images[0]))
+    one_tile = run(cn_host, [unit()], {"version": 1, "tiles": dict(TILES, width=W, height=H)})
+    assert np.array_equal(pixels(one_tile.images[0]), pixels(controlled.images[0]))  # one crop = the canvas
+
+
+def test_each_tile_batch_gets_its_own_crops_of_the_control_image(cn_host, adapter_calls):
+    import numpy as np
+    import torch
+
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    config = {"version": 1, "tiles": TILES}
+    tiles = build_plan(parse_preset(config), W, H).tiles.tiles
+    res = run(cn_host, [unit()], config)
+    assert res.images[0].size == (W, H)
+    per_step = math.ceil(len(tiles) / TILES["batch_size"])
+    assert len(adapter_calls) == 3 * per_step  # features recomputed for every call, never the canvas
+    full = torch.from_numpy(control_image()).float().div(255).permute(2, 0, 1)[None]
+    rows = 2  # cond and uncond of one image
+    for call, hint in enumerate(adapter_calls[:per_step]):
+        specs = tiles[call * 2:call * 2 + 2]
+        expected = torch.cat([full[..., t.y:t.y + t.height, t.x:t.x + t.width].expand(rows, -1, -1, -1)
+                              for t in specs])
+        assert hint.shape == expected.shape
+        torch.testing.assert_close(hint, expected, atol=1 / 255, rtol=0)
+    tiles_alone = run(cn_host, [], config)
+    assert np.abs(pixels(res.images[0]) - pixels(tiles_alone.images[0])).mean() > 0.5
+
+
+def test_hints_are_the_units_own_again_after_the_job_and_an_interrupt(cn_host):
+    import numpy as np
+    from modules import script_callbacks, shared
+
+    config = {"version": 1, "tiles": TILES}
+    reference = run(cn_host, [unit()], config)
+    count = []
+
+    def interrupt(params):
+        count.append(1)
+        if len(count) == 2:
+            shared.state.interrupted = True
+    script_callbacks.on_cfg_denoiser(interrupt)
+    try:
+        stopped = run(cn_host, [unit()], config)
+    finally:
+        script_callbacks.remove_callbacks_for_function(interrupt)
+        shared.state.interrupted = False
+    assert stopped.images[0].size == (W, H)
+    network = cn_host[1].latest_network
+    assert network is None or all(p.hint_cond.shape[-2:] == (H, W) for p in network.control_params)
+    assert np.array_equal(pixels(run(cn_host, [unit()], config).images[0]), pixels(reference.images[0]))
+
+
+def test_regions_and_units_that_are_not_spatial_stop_before_any_step(cn_host):
+    from modules import script_callbacks
+
+    steps = []
+
+    def count(params):
+        steps.append(1)
+    script_callbacks.on_cfg_denoiser(count)
+    try:
+        regions = {"version": 1, "regions": [{"x": 0, "y": 0, "width": W, "height": H, "prompt": "a barn"}],
+                   "tiles": TILES}
+        with pytest.raises(Exception, match="ControlNet works with a tile grid only for now, and this job has regions"):
+            run(cn_host, [unit()], regions)
+        with pytest.raises(Exception, match=r"ControlNet unit 1 \(AttentionInjection, preprocessor reference_only\) "
+                                            "is not supported with tiles"):
+            run(cn_host, [unit(module="reference_only", model="None")], {"version": 1, "tiles": TILES})
+    finally:
+        script_callbacks.remove_callbacks_for_function(count)
+    assert steps == []
+
+
+def test_the_hires_pass_crops_the_units_hires_control_image(cn_host, adapter_calls):
+    """txt2img hires fix: ControlNet keeps a second control image at the hires size; the hires pass's
+    tiles are cut from it (and the first pass's from the first)."""
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    config = {"version": 1, "tiles": TILES}
+    res = run(cn_host, [unit()], config, enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
+              hr_second_pass_steps=2)
+    assert res.images[0].size == (2 * W, 2 * H)
+    first = math.ceil(len(build_plan(parse_preset(config), W, H).tiles.tiles) / 2)
+    hires = math.ceil(len(build_plan(parse_preset(config), 2 * W, 2 * H).tiles.tiles) / 2)
+    assert len(adapter_calls) == 3 * first + 2 * hires
+    assert {tuple(h.shape) for h in adapter_calls} == {(4, 3, 96, 96)}  # 2 tiles x (cond, uncond), never a canvas
+    network = cn_host[1].latest_network
+    assert network is None or all(p.hr_hint_cond is None or p.hr_hint_cond.shape[-2:] == (2 * H, 2 * W)
+                                  for p in network.control_params)
