@@ -67,9 +67,25 @@ class JobContext:
             host.last_vae_log = list(self.vae_log)
 
 
+class Upscaled(str):
+    """On ``p`` between ``before_process`` and ``process``: the img2img upscale is done (its
+    console line), so ``process`` does not upscale again."""
+
+
 def of(p: Any) -> JobContext | None:
     """The job context on ``p``, or None."""
-    return getattr(p, ATTRIBUTE, None)
+    value = getattr(p, ATTRIBUTE, None)
+    return value if isinstance(value, JobContext) else None
+
+
+def upscaled(p: Any) -> Upscaled | None:
+    """The upscale's console line when ``before_process`` did it for this job."""
+    value = getattr(p, ATTRIBUTE, None)
+    return value if isinstance(value, Upscaled) else None
+
+
+def mark_upscaled(p: Any, line: str) -> None:
+    setattr(p, ATTRIBUTE, Upscaled(line))
 
 
 def clear(p: Any) -> None:

@@ -34,20 +34,28 @@ class MixtureOfDiffusersScript(scripts.Script):
     def setup(self, p, *args):
         context.clear(p)
 
+    def before_process(self, p, *args):
+        # The img2img upscale runs before every script's process(): ControlNet, for one, reads the
+        # img2img image and size there for a unit without a control image of its own.
+        context.clear(p)
+        try:
+            enabled, preset, _ = configuration(p, args, settings.limits())
+            if enabled and preset.upscale is not None:
+                context.mark_upscaled(p, upscale.apply(p, preset.upscale))
+        except (PresetError, families.UnsupportedModel):
+            pass  # process() reads the arguments again and stops the job with the message
+
     def process(self, p, *args):
+        done = context.upscaled(p)
         context.clear(p)
         host = patches.install()  # no-op when installed
         host.end_current()  # whatever happened to the last job, this one starts from the plain VAE
         limits = settings.limits()
         try:
-            enabled, preset = read_args(args, limits)
+            enabled, preset, guides = configuration(p, args, limits)
             if enabled:
-                families.check(shared.sd_model)  # before any work: SD3 stops here
-                # Guide images are read first, before any work, from what this caller may use.
-                policy = settings.guide_policy(bool(getattr(p, "is_api", False)), str(user_presets.presets_dir()))
-                guides = read_guides(preset, policy)
                 if preset.upscale is not None:
-                    print(f"[Mixture of Diffusers] {upscale.apply(p, preset.upscale)}")
+                    print(f"[Mixture of Diffusers] {done or upscale.apply(p, preset.upscale)}")
                 job = Job(p, preset, limits=limits)  # after the upscale: its canvas
                 job.check(p)
         except (PresetError, families.UnsupportedModel) as e:
@@ -83,3 +91,14 @@ class MixtureOfDiffusersScript(scripts.Script):
         if ctx is not None and getattr(p, "is_hr_pass", False) and kwargs.get("noise") is not None:
             ctx.saw_hires_noise(kwargs["noise"])
 
+
+def configuration(p, args, limits):
+    """``(enabled, preset, guides)`` of a job, checked before any work: the arguments, the model
+    family (SD3 stops here), then the guide images, read from what this caller may use. Raises
+    PresetError or UnsupportedModel."""
+    enabled, preset = read_args(args, limits)
+    if not enabled:
+        return False, preset, {}
+    families.check(shared.sd_model)
+    policy = settings.guide_policy(bool(getattr(p, "is_api", False)), str(user_presets.presets_dir()))
+    return True, preset, read_guides(preset, policy)

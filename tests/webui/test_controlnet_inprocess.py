@@ -233,3 +233,30 @@ def test_the_hires_pass_crops_the_units_hires_control_image(cn_host, adapter_cal
     network = cn_host[1].latest_network
     assert network is None or all(p.hr_hint_cond is None or p.hr_hint_cond.shape[-2:] == (2 * H, 2 * W)
                                   for p in network.control_params)
+
+
+def test_the_upscale_workflow_feeds_the_upscaled_image_to_a_unit_without_its_own(cn_host, adapter_calls):
+    """img2img upscale with a unit that has no control image: ControlNet takes the img2img image, which
+    is the upscaled one, at the target size; every tile gets its crop of it."""
+    import inprocess
+    from PIL import Image
+
+    _, cn_script, our_script = cn_host
+    source = Image.fromarray(control_image()).resize((96, 64))
+    config = {"version": 1, "tiles": TILES, "upscale": {"upscaler": "Lanczos", "width": W, "height": H}}
+    res = inprocess.img2img([source], [(cn_script, [unit(image=None)]), (our_script, [True, json.dumps(config)])],
+                            width=64, height=64, steps=3, denoising_strength=0.5, prompt="a landscape")
+    assert res.images[0].size == (W, H)
+    assert adapter_calls and {tuple(h.shape) for h in adapter_calls} == {(4, 3, 96, 96)}
+    import numpy as np
+    import torch
+    from modules import images
+
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    upscaled = np.asarray(images.resize_image(0, source, W, H, upscaler_name="Lanczos").convert("RGB"))
+    full = torch.from_numpy(upscaled.copy()).float().div(255).permute(2, 0, 1)[None]
+    first = build_plan(parse_preset(config), W, H).tiles.tiles[:2]
+    expected = torch.cat([full[..., t.y:t.y + t.height, t.x:t.x + t.width].expand(2, -1, -1, -1) for t in first])
+    torch.testing.assert_close(adapter_calls[0], expected, atol=1 / 255, rtol=0)  # the upscaled image's crops
