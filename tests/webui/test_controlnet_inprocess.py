@@ -60,6 +60,7 @@ def cn_host(tmp_path_factory):
     except RuntimeError as e:
         pytest.skip(f"run this module in its own process ({e})")
     write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}.safetensors")
+    write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}-b.safetensors", seed=9)
     from modules import scripts
 
     found = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
@@ -68,7 +69,7 @@ def cn_host(tmp_path_factory):
     return shared, found["ControlNet"], found["Mixture of Diffusers"]
 
 
-def write_adapter(path: Path) -> None:
+def write_adapter(path: Path, seed: int = 8) -> None:
     """A T2I-Adapter for the tiny SD1 UNet: ControlNet's ``Adapter`` (SD1 layout, 192 = 3 x 8 x 8
     input channels), channels 32, 64, 128, 128, every weight seeded random."""
     import torch
@@ -78,7 +79,7 @@ def write_adapter(path: Path) -> None:
     torch.manual_seed(7)
     model = adapter_module.Adapter(cin=192, channels=[32, 64, 128, 128], nums_rb=2, ksize=1, sk=True,
                                    use_conv=False, is_sdxl=False)
-    g = torch.Generator().manual_seed(8)
+    g = torch.Generator().manual_seed(seed)
     state = {k: torch.randn(v.shape, generator=g) * (0.5 / math.sqrt(max(1, v[0].numel()))) if v.ndim > 1
              else torch.randn(v.shape, generator=g) * 0.1 for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,3 +261,43 @@ def test_the_upscale_workflow_feeds_the_upscaled_image_to_a_unit_without_its_own
     first = build_plan(parse_preset(config), W, H).tiles.tiles[:2]
     expected = torch.cat([full[..., t.y:t.y + t.height, t.x:t.x + t.width].expand(2, -1, -1, -1) for t in first])
     torch.testing.assert_close(adapter_calls[0], expected, atol=1 / 255, rtol=0)  # the upscaled image's crops
+
+
+def crops_of(image, tiles, rows):
+    import torch
+
+    full = torch.from_numpy(image.copy()).float().div(255).permute(2, 0, 1)[None]
+    return torch.cat([full[..., t.y:t.y + t.height, t.x:t.x + t.width].expand(rows, -1, -1, -1) for t in tiles])
+
+
+@pytest.mark.parametrize("case", ["two units", "batch size 2", "long negative prompt"])
+def test_row_layouts_two_units_batches_and_split_cond_uncond_calls(cn_host, adapter_calls, case):
+    """Two units (two adapters: units of one model share its cached features in ControlNet itself):
+    each gets its own image's crops. Batch size 2: each crop's 4 rows (cond x 2, uncond x 2) share its
+    hint. A negative prompt longer than the prompt: the host calls the model for the cond rows and the
+    uncond rows apart, each call tiled on its own, and each gets its crops' hints."""
+    import torch
+
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    config = {"version": 1, "tiles": TILES}
+    tiles = build_plan(parse_preset(config), W, H).tiles.tiles
+    second = control_image()[::-1, ::-1].copy()
+    units = [unit(), unit(image=second, model=ADAPTER + "-b")] if case == "two units" else [unit()]
+    kw = {"batch size 2": dict(batch_size=2),
+          "long negative prompt": dict(negative_prompt=", ".join(["blurry, grainy, washed out colours"] * 20))}.get(case, {})
+    run(cn_host, units, config, **kw)
+    rows = {"batch size 2": 4, "long negative prompt": 1}.get(case, 2)
+    per_call = {"two units": 2, "long negative prompt": 2}.get(case, 1)  # adapter runs per call
+    assert len(adapter_calls) == 3 * 3 * per_call
+    first = adapter_calls[:per_call]
+    if case == "two units":
+        torch.testing.assert_close(first[0], crops_of(control_image(), tiles[:2], rows), atol=1 / 255, rtol=0)
+        torch.testing.assert_close(first[1], crops_of(second, tiles[:2], rows), atol=1 / 255, rtol=0)
+    elif case == "batch size 2":
+        torch.testing.assert_close(first[0], crops_of(control_image(), tiles[:2], rows), atol=1 / 255, rtol=0)
+    else:  # cond rows: tiles (0, 1), (2, 3), (4, 5); then uncond rows: the same
+        for call in (0, 3):
+            torch.testing.assert_close(adapter_calls[call], crops_of(control_image(), tiles[:2], rows),
+                                       atol=1 / 255, rtol=0)
