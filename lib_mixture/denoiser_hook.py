@@ -61,7 +61,9 @@ class HostHooks:
     vector (`lib_mixture.micro_cond`); without it region jobs keep the host's vectors.
     ``crop_controls(specs, rows)`` is a context manager entered around each model call of the tile
     path (`TiledInner`), for host inputs read inside the model that are canvas-sized (ControlNet's
-    control images): the call's crops, each with ``rows`` rows, crop-major.
+    control images): the call's crops, each with ``rows`` rows, crop-major. `mixture_forward` enters
+    it around each host call with ``rows`` 1: the host lays out that call's rows itself, so the
+    adapter gives it one crop per call (a one-row input the model broadcasts).
     """
 
     join: Callable[[list, list], tuple[Any, Any]]
@@ -125,7 +127,12 @@ def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tens
         scale = specs[0].cfg_scale if specs[0].cfg_scale is not None else cond_scale
         den.step = step0  # every crop sees the same schedule index
         around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
-        with _previews(hooks) as previews, around:
+        controls = nullcontext()
+        if hooks.crop_controls is not None:
+            if k != 1:
+                raise RuntimeError("spatial host inputs on the per-batch path need one crop per host call")
+            controls = hooks.crop_controls(specs, 1)
+        with _previews(hooks) as previews, around, controls:
             out = orig(den, x_in, sigma_in, u, c, scale, s_min_uncond, ic)
         parts = [out, sampler.last_latent if sampler is not None else out]
         parts.append(previews[-1] if previews else parts[1])

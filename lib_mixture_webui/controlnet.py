@@ -12,14 +12,21 @@ their cached features (``reset``), and everything is put back after the call. Pr
 "Pixel Perfect" ran once on the whole image before sampling; weights, guidance start and end,
 control mode and resize mode are ControlNet's own, per call, unchanged.
 
-Supported: ControlNet-type units and T2I-Adapters with a tile grid. A job with regions, or with
-any other unit type (reference, IP-Adapter, style, ReVision, ControlLLLite, inpaint-only or
-colorfix preprocessors...), stops before the first step with a message naming the unit.
+With regions (`lib_mixture.denoiser_hook.mixture_forward`) the host lays out each call's rows
+itself (cond rows per image and AND prompt, then uncond rows, maybe in several calls), so each
+host call gets one crop and a one-row hint that ControlNet broadcasts over the rows; region conds
+are marked cond / uncond like the host's (`marked_like_host`), so ControlNet's control modes see
+which rows are which.
+
+Supported: ControlNet-type units and T2I-Adapters. Any other unit type (reference, IP-Adapter,
+style, ReVision, ControlLLLite, inpaint-only or colorfix preprocessors...) stops the job before the
+first step with a message naming the unit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -33,7 +40,7 @@ LATENT_PREPROCESSORS = ("inpaint_only", "colorfix", "reference")
 
 
 class ControlNetNotSupported(RuntimeError):
-    """A ControlNet unit the mixture cannot crop per tile (or a job with regions)."""
+    """A ControlNet unit whose input the mixture cannot crop per tile and region."""
 
 
 def active_units(p: Any) -> list | None:
@@ -53,22 +60,55 @@ def unit_name(i: int, param: Any) -> str:
     return f"ControlNet unit {i + 1} ({kind}, preprocessor {module})"
 
 
-def check(units: Sequence[Any], regions: bool) -> None:
-    """Raise `ControlNetNotSupported` for a job the tile path cannot give per-crop hints."""
-    if regions:
-        raise ControlNetNotSupported(
-            "Mixture of Diffusers: ControlNet works with a tile grid only for now, and this job has regions; "
-            "remove the regions (tiles only) or turn ControlNet off")
+def check(units: Sequence[Any]) -> None:
+    """Raise `ControlNetNotSupported` for a unit whose input cannot be cropped per crop."""
     for i, param in enumerate(units):
         kind = getattr(getattr(param, "control_model_type", None), "name", "")
         module = str((getattr(param, "preprocessor", None) or {}).get("name", ""))
         if kind not in SPATIAL_TYPES or any(m in module for m in LATENT_PREPROCESSORS):
             raise ControlNetNotSupported(
-                f"Mixture of Diffusers: {unit_name(i, param)} is not supported with tiles (only ControlNet and "
-                "T2I-Adapter units, whose control image is cropped per tile); turn that unit off or turn "
-                "Mixture of Diffusers off")
+                f"Mixture of Diffusers: {unit_name(i, param)} is not supported (only ControlNet and "
+                "T2I-Adapter units, whose control image is cropped per tile and region); turn that unit off or "
+                "turn Mixture of Diffusers off")
         if not isinstance(param.hint_cond, torch.Tensor) or param.hint_cond.ndim != 4:
             raise ControlNetNotSupported(f"Mixture of Diffusers: {unit_name(i, param)} has no control image")
+
+
+def one_crop_per_call(units: Sequence[Any]) -> bool:
+    """Whether a unit needs a one-row hint: ControlNet repeats a T2I-Adapter's features over the rows
+    itself under cfg injection ("ControlNet is more important") and global pooling, so per-row hints
+    of several crops cannot be given to it."""
+    return any(getattr(getattr(u, "control_model_type", None), "name", "") == "T2I_Adapter"
+               and (getattr(u, "cfg_injection", False) or getattr(u, "global_average_pooling", False)) for u in units)
+
+
+def marked_like_host(conds: dict, host_uncond: Any) -> dict:
+    """Region conds ``{index: (cond, uncond)}`` marked cond / uncond the way ControlNet marks the
+    host's (a first token row of +1024 / -1024, its ``mark_prompt_context``), so every row of a
+    host call is classified; copies: the cached conds stay unmarked for jobs without ControlNet."""
+    hook = sys.modules.get("scripts.hook")
+    mark, is_marked = getattr(hook, "mark_prompt_context", None), getattr(hook, "prompt_context_is_marked", None)
+    if mark is None or is_marked is None or not conds:
+        return conds
+    try:
+        first = host_uncond[0][0].cond
+    except (TypeError, IndexError, AttributeError):
+        return conds
+    if not is_marked(first["crossattn"] if isinstance(first, dict) else first):
+        return conds
+    return {i: (mark(_copy(c), positive=True), mark(_copy(u), positive=False)) for i, (c, u) in conds.items()}
+
+
+def _copy(cond: Any) -> Any:
+    """The containers of a host conditioning copied (lists, multicond and composable objects), the
+    tensors shared: ``mark_prompt_context`` replaces entries in place."""
+    if isinstance(cond, list):
+        return [_copy(c) for c in cond]
+    if hasattr(cond, "batch") and hasattr(cond, "shape"):  # MulticondLearnedConditioning
+        return type(cond)(shape=cond.shape, batch=_copy(cond.batch))
+    if hasattr(cond, "schedules") and hasattr(cond, "weight"):  # ComposableScheduledPromptConditioning
+        return type(cond)(_copy(cond.schedules), cond.weight)
+    return cond  # ScheduledPromptConditioning: a tuple, replaced, never changed
 
 
 def hint_cropper(units: Sequence[Any], hires: bool, latent_size: tuple[int, int]
@@ -114,6 +154,10 @@ def _rows(full: torch.Tensor, specs: Sequence[CropSpec], rows: int) -> torch.Ten
     """Each crop's pixel box of ``full`` ``[n, C, H, W]`` for its ``rows`` rows, crop-major: one
     image repeated; ``n`` images (one per image of the batch) tiled over cond and uncond rows."""
     n = full.shape[0]
+    if n == 1 and len(specs) == 1:  # one row: ControlNet broadcasts it over the call's rows
+        s = specs[0]
+        return full[..., s.box.y * LATENT_FACTOR:s.box.bottom * LATENT_FACTOR,
+                    s.box.x * LATENT_FACTOR:s.box.right * LATENT_FACTOR].contiguous()
     if n != 1 and rows % n:
         raise ControlNetNotSupported(f"Mixture of Diffusers: {n} control images for {rows} rows per tile")
     out = []

@@ -44,13 +44,13 @@ def dispatch(original, den, ctx, x, sigma, uncond, cond, cond_scale, s_min_uncon
         # are encoded again with it (the cache key includes the checkpoint).
         cond, uncond = den.sampler.sampler_extra_args["cond"], den.sampler.sampler_extra_args["uncond"]
         ctx.passes.forget()
-    state = ctx.passes.state(p, den, x, uncond)
+    units = controlnet.active_units(p)
+    state = ctx.passes.state(p, den, x, uncond, controlnet=units)
     if state is None:
         return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
     hooks = _HOOKS
-    units = controlnet.active_units(p)
     if units is not None:
-        controlnet.check(units, regions=not state.inner)
+        controlnet.check(units)
         hires = bool(getattr(p, "is_hr_pass", False))
         hooks = dataclasses.replace(_HOOKS, crop_controls=controlnet.hint_cropper(units, hires, tuple(x.shape[-2:])))
     else:

@@ -4,6 +4,7 @@ The rest (plans, crops and their batch keys, guides, the state) is `lib_mixture.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from lib_mixture.passes import MAIN, PassKey, build_pass, guide_specs, guided_re
 from lib_mixture.plan import MixturePlan
 
 from . import conds as region_conds
+from . import controlnet as cn
 from . import sdxl
 from .guides import guide_latent
 from .job import Job
@@ -35,20 +37,24 @@ class PassBuilder:
         """Build again from the next step (the refiner was loaded: its own conds)."""
         self._states.clear()
 
-    def state(self, p: Any, den: Any, x: torch.Tensor, uncond: Any) -> PassState | None:
+    def state(self, p: Any, den: Any, x: torch.Tensor, uncond: Any, controlnet: list | None = None) -> PassState | None:
         """The mixture state for the pass this call of ``x`` ``[B, C, H, W]`` belongs to.
 
         None when this pass runs without the mixture (not selected, or one crop that covers
-        the canvas: the host's own prediction, computed without any overhead).
+        the canvas: the host's own prediction, computed without any overhead). ``controlnet``:
+        the units of sd-webui-controlnet when it is active in this job (`lib_mixture_webui.controlnet`).
         """
         hires = bool(getattr(p, "is_hr_pass", False))
         key = PassKey(int(getattr(p, "iteration", 0)), hires, tuple(x.shape))
         if key not in self._states:
-            self._states[key] = self._build(p, den, x, uncond, hires) if self.job.applies_to(hires) else None
+            self._states[key] = self._build(p, den, x, uncond, hires, controlnet) if self.job.applies_to(hires) else None
         return self._states[key]
 
-    def _build(self, p: Any, den: Any, x: torch.Tensor, uncond: Any, hires: bool) -> PassState | None:
+    def _build(self, p: Any, den: Any, x: torch.Tensor, uncond: Any, hires: bool,
+               controlnet: list | None = None) -> PassState | None:
         plan = self.job.plans.for_latent(x.shape[-2], x.shape[-1])
+        if controlnet and (plan.regions or cn.one_crop_per_call(controlnet)):
+            plan = dataclasses.replace(plan, batch_size=1)  # one crop, one hint row, whatever the row layout
         canvas_guide = self._canvas_guide(p, hires)
         if runs_plain(plan, canvas_guide):
             return None
@@ -65,6 +71,8 @@ class PassBuilder:
         guides = {}
         if guided_regions(plan) or canvas_guide:
             guides = self._guides(p, den, x, plan, hires, canvas_guide)
+        if controlnet:
+            conds = cn.marked_like_host(conds, uncond)
         state = build_pass(plan, x.device, conds, keys, **guides)
         state.vectors, warning = sdxl.crop_vectors(shared.sd_model, uncond, (height, width),
                                                    self.job.preset.micro_conditioning)

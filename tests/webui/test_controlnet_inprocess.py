@@ -196,7 +196,7 @@ def test_hints_are_the_units_own_again_after_the_job_and_an_interrupt(cn_host):
     assert np.array_equal(pixels(run(cn_host, [unit()], config).images[0]), pixels(reference.images[0]))
 
 
-def test_regions_and_units_that_are_not_spatial_stop_before_any_step(cn_host):
+def test_units_that_are_not_spatial_stop_before_any_step(cn_host):
     from modules import script_callbacks
 
     steps = []
@@ -205,16 +205,61 @@ def test_regions_and_units_that_are_not_spatial_stop_before_any_step(cn_host):
         steps.append(1)
     script_callbacks.on_cfg_denoiser(count)
     try:
-        regions = {"version": 1, "regions": [{"x": 0, "y": 0, "width": W, "height": H, "prompt": "a barn"}],
-                   "tiles": TILES}
-        with pytest.raises(Exception, match="ControlNet works with a tile grid only for now, and this job has regions"):
-            run(cn_host, [unit()], regions)
         with pytest.raises(Exception, match=r"ControlNet unit 1 \(AttentionInjection, preprocessor reference_only\) "
-                                            "is not supported with tiles"):
+                                            "is not supported"):
             run(cn_host, [unit(module="reference_only", model="None")], {"version": 1, "tiles": TILES})
     finally:
         script_callbacks.remove_callbacks_for_function(count)
     assert steps == []
+
+
+REGIONS = [{"x": 0, "y": 0, "width": 96, "height": 128, "prompt": "a red barn", "cfg_scale": 4},
+           {"x": 96, "y": 0, "width": 96, "height": 128, "prompt": "a giant robot", "negative_prompt": "cars"}]
+
+
+@pytest.mark.parametrize("mode", ["Balanced", "ControlNet is more important"])
+def test_regions_get_their_crops_one_crop_per_call_with_marked_conds(cn_host, adapter_calls, mode):
+    """Tiles and regions: one crop per host call, each with its one-row crop of the control image;
+    every UNet call's context carries ControlNet's cond / uncond marks (region conds marked too)."""
+    import numpy as np
+
+    from lib_mixture.plan import build_plan
+    from lib_mixture.preset import parse_preset
+
+    hook = sys.modules["scripts.hook"]
+    marked = []
+    real_unmark = hook.unmark_prompt_context
+
+    def unmark(x):
+        marked.append(hook.prompt_context_is_marked(x))
+        return real_unmark(x)
+    hook.unmark_prompt_context = unmark
+    config = {"version": 1, "tiles": TILES, "regions": REGIONS}
+    try:
+        res = run(cn_host, [unit(control_mode=mode)], config)
+    finally:
+        hook.unmark_prompt_context = real_unmark
+    crops = build_plan(parse_preset(config), W, H).crops()
+    assert len(adapter_calls) == 3 * len(crops)  # one crop per call: 6 tiles and 2 regions a step
+    boxes = [c.box for c in crops]
+    for hint, box in zip(adapter_calls, boxes):  # the first step, crops in plan order
+        assert tuple(hint.shape) == (1, 3, box.height * 8, box.width * 8)
+        torch_close(hint, crops_of(control_image(), [pixel_box(box)], 1))
+    assert marked and all(marked)
+    tiles_only = run(cn_host, [unit(control_mode=mode)], {"version": 1, "tiles": TILES})
+    assert np.abs(pixels(res.images[0]) - pixels(tiles_only.images[0])).mean() > 0.5
+
+
+def pixel_box(box):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(x=box.x * 8, y=box.y * 8, width=box.width * 8, height=box.height * 8)
+
+
+def torch_close(a, b):
+    import torch
+
+    torch.testing.assert_close(a, b, atol=1 / 255, rtol=0)
 
 
 def test_the_hires_pass_crops_the_units_hires_control_image(cn_host, adapter_calls):
