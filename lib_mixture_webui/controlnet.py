@@ -159,7 +159,9 @@ def _rows(full: torch.Tensor, specs: Sequence[CropSpec], rows: int) -> torch.Ten
         return full[..., s.box.y * LATENT_FACTOR:s.box.bottom * LATENT_FACTOR,
                     s.box.x * LATENT_FACTOR:s.box.right * LATENT_FACTOR].contiguous()
     if n != 1 and rows % n:
-        raise ControlNetNotSupported(f"Mixture of Diffusers: {n} control images for {rows} rows per tile")
+        raise ControlNetNotSupported(
+            f"Mixture of Diffusers: a ControlNet unit has {n} control images (one per image of the batch); with "
+            "regions, or with a T2I-Adapter in 'ControlNet is more important' mode, give each unit one image")
     out = []
     for s in specs:
         crop = full[..., s.box.y * LATENT_FACTOR:s.box.bottom * LATENT_FACTOR,

@@ -413,3 +413,54 @@ def test_an_interrupt_in_the_tile_path_restores_the_inner_model():
         den(x.clone(), sigmas[:1].repeat(2), **extra)
     assert den.model_wrap is real and real.calls == 1
     assert "apply_model" not in vars(real.inner_model)
+
+
+def test_the_tile_path_enters_crop_controls_around_each_call_with_its_crops_and_rows():
+    """What a host's spatial input (ControlNet's control image) needs: inside each model call the
+    hook holds that call's crops and rows per crop, crop-major, and nothing outside the calls."""
+    import contextlib
+
+    from lib_mixture.denoiser_hook import TiledInner
+
+    crops = tile_crops(40, 24, 16, 16, 4)
+    mixture = compile_mixture(crops, 24, 40, batch_size=2)
+    held, seen = [None], []
+
+    @contextlib.contextmanager
+    def crop_controls(specs, rows):
+        held[0] = ([s.box for s in specs], rows)
+        try:
+            yield
+        finally:
+            held[0] = None
+
+    def model(x, t, cond):
+        boxes, rows = held[0]
+        assert x.shape[0] == rows * len(boxes) and all(x.shape[-2:] == (b.height, b.width) for b in boxes)
+        seen.append(boxes)
+        return x
+
+    inner = TiledInner(model, PassState(mixture, inner=True), HostHooks(join=None, crop_controls=crop_controls))
+    inner(torch.randn(3, 4, 24, 40), torch.ones(3), cond={"c_crossattn": [torch.randn(3, 77, 16)]})
+    assert held[0] is None and [b for boxes in seen for b in boxes] == [c.box for c in crops]
+
+
+def test_the_per_batch_path_gives_crop_controls_one_crop_per_host_call():
+    import contextlib
+
+    emb, x, sigmas, extra = setup()
+    calls = []
+
+    @contextlib.contextmanager
+    def crop_controls(specs, rows):
+        calls.append((len(specs), rows))
+        yield
+
+    den = HookedDenoiser(ToyModel())
+    den.hooks = HostHooks(join=HOOKS.join, crop_controls=crop_controls)
+    den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40, batch_size=1))
+    den(x.clone(), sigmas[:1].repeat(2), **extra)
+    assert calls and set(calls) == {(1, 1)}
+    den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40, batch_size=2))
+    with pytest.raises(RuntimeError, match="one crop per host call"):
+        den(x.clone(), sigmas[:1].repeat(2), **extra)
