@@ -1,9 +1,9 @@
 """Mixture of Diffusers with sd-webui-controlnet in the real WebUI's process: each tile batch gets
 its own crops of every unit's control image.
 
-A tiny random T2I-Adapter (built here with ControlNet's own ``Adapter`` class: its first two feature
-maps have the tiny SD1 UNet's 32 and 64 channels, and ControlNet adds them after input blocks 2 and
-5) is spatial and caches its features, so it shows whether each crop gets its own hint and whether
+A tiny random T2I-Adapter (`tiny_t2i_adapter`: ControlNet's own ``Adapter`` class, its first two
+feature maps with the tiny SD1 UNet's 32 and 64 channels, which ControlNet adds after input blocks 2
+and 5) is spatial and caches its features, so it shows whether each crop gets its own hint and whether
 the cache is dropped per crop. Needs its own process (the WebUI is booted with its extension
 scripts loaded), a ControlNet checkout in ``MOD_CONTROLNET_DIR`` (Mikubill/sd-webui-controlnet,
 the 2024-07 HEAD) and ``controlnet_aux`` and ``matplotlib`` in the WebUI's venv:
@@ -29,6 +29,7 @@ for path in (HERE, ROOT):
         sys.path.insert(0, str(path))
 
 import launcher  # noqa: E402
+from tiny_t2i_adapter import write_adapter  # noqa: E402
 
 CN_DIR = os.environ.get("MOD_CONTROLNET_DIR")
 pytestmark = [
@@ -60,30 +61,13 @@ def cn_host(tmp_path_factory):
     except RuntimeError as e:
         pytest.skip(f"run this module in its own process ({e})")
     write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}.safetensors")
-    write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}-b.safetensors", seed=9)
+    write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}-b.safetensors", seed=9)  # a second model
     from modules import scripts
 
     found = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
     global_state = sys.modules["scripts.global_state"]
     global_state.update_cn_models()
     return shared, found["ControlNet"], found["Mixture of Diffusers"]
-
-
-def write_adapter(path: Path, seed: int = 8) -> None:
-    """A T2I-Adapter for the tiny SD1 UNet: ControlNet's ``Adapter`` (SD1 layout, 192 = 3 x 8 x 8
-    input channels), channels 32, 64, 128, 128, every weight seeded random."""
-    import torch
-    from safetensors.torch import save_file
-
-    adapter_module = sys.modules["scripts.adapter"]
-    torch.manual_seed(7)
-    model = adapter_module.Adapter(cin=192, channels=[32, 64, 128, 128], nums_rb=2, ksize=1, sk=True,
-                                   use_conv=False, is_sdxl=False)
-    g = torch.Generator().manual_seed(seed)
-    state = {k: torch.randn(v.shape, generator=g) * (0.5 / math.sqrt(max(1, v[0].numel()))) if v.ndim > 1
-             else torch.randn(v.shape, generator=g) * 0.1 for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={"tiny": "t2i adapter"})
 
 
 def control_image():
