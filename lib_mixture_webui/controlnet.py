@@ -19,8 +19,8 @@ are marked cond / uncond like the host's (`marked_like_host`), so ControlNet's c
 which rows are which.
 
 Supported: ControlNet-type units and T2I-Adapters. Any other unit type (reference, IP-Adapter,
-style, ReVision, ControlLLLite, inpaint-only or colorfix preprocessors...) stops the job before the
-first step with a message naming the unit.
+style, ReVision, ControlLLLite, inpaint-only or colorfix preprocessors...), or a unit with an
+effective region mask, stops the job before the first step with a message naming the unit.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ def check(units: Sequence[Any]) -> None:
                 f"Mixture of Diffusers: {unit_name(i, param)} is not supported (only ControlNet and "
                 "T2I-Adapter units, whose control image is cropped per tile and region); turn that unit off or "
                 "turn Mixture of Diffusers off")
+        if getattr(param, "effective_region_mask", None) is not None:
+            raise ControlNetNotSupported(
+                f"Mixture of Diffusers: {unit_name(i, param)} has an effective region mask, which is not cropped per "
+                "tile and region yet; remove the mask or turn Mixture of Diffusers off")
         if not isinstance(param.hint_cond, torch.Tensor) or param.hint_cond.ndim != 4:
             raise ControlNetNotSupported(f"Mixture of Diffusers: {unit_name(i, param)} has no control image")
 

@@ -192,6 +192,13 @@ def test_units_that_are_not_spatial_stop_before_any_step(cn_host):
         with pytest.raises(Exception, match=r"ControlNet unit 1 \(AttentionInjection, preprocessor reference_only\) "
                                             "is not supported"):
             run(cn_host, [unit(module="reference_only", model="None")], {"version": 1, "tiles": TILES})
+        import numpy as np
+
+        mask = np.zeros((H, W, 3), dtype="uint8")
+        mask[:, : W // 2] = 255
+        with pytest.raises(Exception, match=r"ControlNet unit 1 \(T2I_Adapter, preprocessor none\) has an effective "
+                                            "region mask"):
+            run(cn_host, [unit(effective_region_mask=mask)], {"version": 1, "tiles": TILES})
     finally:
         script_callbacks.remove_callbacks_for_function(count)
     assert steps == []
