@@ -16,7 +16,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +35,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import inprocess
+    from _common import time_webui_sampling
     import tiny_checkpoint
     from tiny_t2i_adapter import write_adapter
 
@@ -47,26 +47,16 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
-    from modules import processing, scripts, sd_samplers_common
+    from modules import scripts
 
     torch.set_num_threads(1)
     write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}.safetensors")
     sys.modules["scripts.global_state"].update_cn_models()
     from internal_controlnet.external_code import ControlNetUnit
 
-    processing.decode_latent_batch = lambda model, batch, *a, **k: [
-        torch.zeros(3, batch.shape[-2] * 8, batch.shape[-1] * 8) for _ in range(batch.shape[0])]
     found = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
     clock = {"sampling": 0.0}
-    launch = sd_samplers_common.Sampler.launch_sampling
-
-    def timed_launch(self, steps, func):
-        t0 = time.perf_counter()
-        try:
-            return launch(self, steps, func)
-        finally:
-            clock["sampling"] += time.perf_counter() - t0
-    sd_samplers_common.Sampler.launch_sampling = timed_launch
+    time_webui_sampling(clock)
 
     size = args.size
     y, x = np.mgrid[0:size, 0:size]

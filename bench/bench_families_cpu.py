@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +35,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import inprocess
+    from _common import time_webui_sampling
     import tiny_checkpoint
     import tiny_families
 
@@ -43,29 +43,18 @@ def main(argv=None) -> int:
     inprocess.boot(tiny_checkpoint.build_tiny_checkpoint(data / "sd1"), data_dir=data)
 
     import torch
-    from modules import processing, sd_samplers_common
 
     from lib_mixture.plan import build_plan
     from lib_mixture.preset import parse_preset
 
     torch.set_num_threads(1)
-    processing.decode_latent_batch = lambda model, batch, *a, **k: [
-        torch.zeros(3, batch.shape[-2] * 8, batch.shape[-1] * 8) for _ in range(batch.shape[0])]
     spec = importlib.util.spec_from_file_location("mod_script", ROOT / "scripts" / "mixture_of_diffusers.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     script = module.MixtureOfDiffusersScript()
 
     clock = {"sampling": 0.0, "calls": 0}
-    launch = sd_samplers_common.Sampler.launch_sampling
-
-    def timed_launch(self, steps, func):
-        t0 = time.perf_counter()
-        try:
-            return launch(self, steps, func)
-        finally:
-            clock["sampling"] += time.perf_counter() - t0
-    sd_samplers_common.Sampler.launch_sampling = timed_launch
+    time_webui_sampling(clock)
 
     def tiles(batch):
         return {"version": 1, "tiles": {"width": 1024, "height": 1024, "overlap": 128, "batch_size": batch}}

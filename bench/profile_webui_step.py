@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import inprocess
+    from _common import time_webui_sampling
     import tiny_checkpoint
 
     data = Path(tempfile.mkdtemp(prefix="mod-profile-"))
@@ -56,16 +57,12 @@ def main(argv=None) -> int:
     inprocess.boot(ckpt, data_dir=data, load_scripts=True)
 
     import torch
-    from modules import script_callbacks, scripts, sd_samplers_common, shared
+    from modules import script_callbacks, scripts, shared
 
     import bench_webui
 
     torch.set_num_threads(1)
-    from modules import processing
 
-    # Only sampling is timed: the VAE decode (most of a large job on the CPU) returns black images.
-    processing.decode_latent_batch = lambda model, batch, *a, **k: [
-        torch.zeros(3, batch.shape[-2] * 8, batch.shape[-1] * 8) for _ in range(batch.shape[0])]
     scripts_by_title = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
     clock = {"sampling": 0.0, "unet": 0.0, "unet_calls": 0, "forwards": 0}
     unet = shared.sd_model.model.diffusion_model
@@ -75,15 +72,7 @@ def main(argv=None) -> int:
         clock["unet"] += time.perf_counter() - clock["t0"]
         clock["unet_calls"] += 1
     unet.register_forward_hook(after_unet)
-    launch = sd_samplers_common.Sampler.launch_sampling
-
-    def timed_launch(self, steps, func):
-        t0 = time.perf_counter()
-        try:
-            return launch(self, steps, func)
-        finally:
-            clock["sampling"] += time.perf_counter() - t0
-    sd_samplers_common.Sampler.launch_sampling = timed_launch
+    time_webui_sampling(clock)
     script_callbacks.on_cfg_denoiser(lambda p: clock.__setitem__("forwards", clock["forwards"] + 1))
 
     tiles_px, overlap_px = 512, 128
