@@ -7,6 +7,8 @@ per-job patch and turns the tiled VAE off, so no job leaks its settings into the
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import torch
@@ -67,9 +69,16 @@ class JobContext:
             host.last_vae_log = list(self.vae_log)
 
 
-class Upscaled(str):
-    """On ``p`` between ``before_process`` and ``process``: the img2img upscale is done (its
-    console line), so ``process`` does not upscale again."""
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """On ``p`` between ``before_process`` and ``process``: the job's checked configuration
+    (``enabled``, ``preset``, ``guides``) and the img2img upscale's console line once it is done,
+    so ``process`` neither reads nor upscales again."""
+
+    enabled: bool
+    preset: Any
+    guides: dict
+    upscaled: str | None = None
 
 
 def of(p: Any) -> JobContext | None:
@@ -78,14 +87,14 @@ def of(p: Any) -> JobContext | None:
     return value if isinstance(value, JobContext) else None
 
 
-def upscaled(p: Any) -> Upscaled | None:
-    """The upscale's console line when ``before_process`` did it for this job."""
+def prepared(p: Any) -> Prepared | None:
+    """What ``before_process`` prepared for this job, if it did."""
     value = getattr(p, ATTRIBUTE, None)
-    return value if isinstance(value, Upscaled) else None
+    return value if isinstance(value, Prepared) else None
 
 
-def mark_upscaled(p: Any, line: str) -> None:
-    setattr(p, ATTRIBUTE, Upscaled(line))
+def mark_prepared(p: Any, value: Prepared) -> None:
+    setattr(p, ATTRIBUTE, value)
 
 
 def clear(p: Any) -> None:

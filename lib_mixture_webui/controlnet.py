@@ -60,6 +60,17 @@ def unit_name(i: int, param: Any) -> str:
     return f"ControlNet unit {i + 1} ({kind}, preprocessor {module})"
 
 
+def refuse_unknown_unet_hook(model: Any) -> None:
+    """ControlNet's UNet hook on ``model`` without its script's units in reach (another fork or
+    version): its control images would not be cropped per tile."""
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    patched = vars(unet).get("forward") if unet is not None else None
+    if patched is not None and "webui" in getattr(patched, "__name__", ""):
+        raise ControlNetNotSupported(
+            "Mixture of Diffusers: a ControlNet-like hook is on the UNet but its units were not found, so its "
+            "control images cannot be cropped per tile; turn off ControlNet or Mixture of Diffusers for this job")
+
+
 def check(units: Sequence[Any]) -> None:
     """Raise `ControlNetNotSupported` for a unit whose input cannot be cropped per crop."""
     for i, param in enumerate(units):

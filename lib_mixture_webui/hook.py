@@ -20,7 +20,7 @@ from lib_mixture.denoiser_hook import HostHooks, inner_forward, mixture_forward,
 from lib_mixture.geometry import LATENT_FACTOR
 
 from . import conds as region_conds
-from . import context, controlnet, sdxl
+from . import context, sdxl
 from .patches import swapped
 
 
@@ -44,17 +44,11 @@ def dispatch(original, den, ctx, x, sigma, uncond, cond, cond_scale, s_min_uncon
         # are encoded again with it (the cache key includes the checkpoint).
         cond, uncond = den.sampler.sampler_extra_args["cond"], den.sampler.sampler_extra_args["uncond"]
         ctx.passes.forget()
-    units = controlnet.active_units(p)
-    state = ctx.passes.state(p, den, x, uncond, controlnet=units)
+    state = ctx.passes.state(p, den, x, uncond)
     if state is None:
         return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
-    hooks = _HOOKS
-    if units is not None:
-        controlnet.check(units)
-        hires = bool(getattr(p, "is_hr_pass", False))
-        hooks = dataclasses.replace(_HOOKS, crop_controls=controlnet.hint_cropper(units, hires, tuple(x.shape[-2:])))
-    else:
-        _refuse_unknown_unet_patch()
+    crops = ctx.passes.crop_controls(p, x)  # ControlNet's hints, checked once per pass
+    hooks = _HOOKS if crops is None else dataclasses.replace(_HOOKS, crop_controls=crops)
     forward = inner_forward if state.inner else mixture_forward
     return forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state, hooks)
 
@@ -67,17 +61,6 @@ def _switch_refiner(den, sigma) -> bool:
     apply = sd_samplers_common.apply_refiner
     takes_sigma = len(inspect.signature(apply).parameters) >= 2
     return bool(apply(den, sigma) if takes_sigma else apply(den))
-
-
-def _refuse_unknown_unet_patch() -> None:
-    """ControlNet's UNet hook without its script's units in reach (another fork or version): its
-    control images would not be cropped per tile."""
-    unet = getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None)
-    patched = vars(unet).get("forward") if unet is not None else None
-    if patched is not None and "webui" in getattr(patched, "__name__", ""):
-        raise RuntimeError("Mixture of Diffusers: a ControlNet-like hook is on the UNet but its units were not found, "
-                           "so its control images cannot be cropped per tile; turn off ControlNet or Mixture of "
-                           "Diffusers for this job")
 
 
 def _wrap_inner(den, make):

@@ -39,23 +39,25 @@ class MixtureOfDiffusersScript(scripts.Script):
         # img2img image and size there for a unit without a control image of its own.
         context.clear(p)
         try:
-            enabled, preset, _ = configuration(p, args, settings.limits())
-            if enabled and preset.upscale is not None:
-                context.mark_upscaled(p, upscale.apply(p, preset.upscale))
+            enabled, preset, guides = configuration(p, args, settings.limits())
+            line = upscale.apply(p, preset.upscale) if enabled and preset.upscale is not None else None
         except (PresetError, families.UnsupportedModel):
-            pass  # process() reads the arguments again and stops the job with the message
+            return  # process() reads the arguments again and stops the job with the message
+        context.mark_prepared(p, context.Prepared(enabled, preset, guides, line))
 
     def process(self, p, *args):
-        done = context.upscaled(p)
+        ready = context.prepared(p)
         context.clear(p)
         host = patches.install()  # no-op when installed
         host.end_current()  # whatever happened to the last job, this one starts from the plain VAE
         limits = settings.limits()
         try:
-            enabled, preset, guides = configuration(p, args, limits)
+            enabled, preset, guides = ((ready.enabled, ready.preset, ready.guides) if ready is not None
+                                       else configuration(p, args, limits))
             if enabled:
+                families.check(shared.sd_model)  # again: override_settings may load another model after before_process
                 if preset.upscale is not None:
-                    print(f"[Mixture of Diffusers] {done or upscale.apply(p, preset.upscale)}")
+                    print(f"[Mixture of Diffusers] {ready.upscaled if ready else upscale.apply(p, preset.upscale)}")
                 job = Job(p, preset, limits=limits)  # after the upscale: its canvas
                 job.check(p)
         except (PresetError, families.UnsupportedModel) as e:

@@ -203,6 +203,27 @@ def script_runner(scripts_with_args: Sequence[Tuple[Any, Sequence[Any]]], is_img
     return runner, script_args
 
 
+@contextlib.contextmanager
+def cfg_calls(interrupt_at: Optional[int] = None):
+    """Count the host's CFG denoiser calls of the jobs run inside (one ``on_cfg_denoiser`` callback
+    each) into the list it yields; with ``interrupt_at`` = n, interrupt the job at call n as the
+    UI's Interrupt does. The callback is removed and the interrupt flag cleared afterwards."""
+    from modules import script_callbacks, shared
+
+    calls: list = []
+
+    def count(params):
+        calls.append(tuple(params.x.shape[-2:]))
+        if len(calls) == interrupt_at:
+            shared.state.interrupted = True
+    script_callbacks.on_cfg_denoiser(count)
+    try:
+        yield calls
+    finally:
+        script_callbacks.remove_callbacks_for_function(count)
+        shared.state.interrupted = False
+
+
 def _processing(cls_name: str, scripts_with_args, is_img2img: bool, **kw):
     from modules import processing, shared
 

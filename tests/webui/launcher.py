@@ -132,6 +132,18 @@ def tiny_checkpoint(out_dir: PathLike, python: Optional[PathLike] = None) -> Pat
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def inprocess_skips(reason_hint: str = "see the module's docstring") -> list:
+    """The ``pytestmark`` of a test module that boots the WebUI in its own process: skipped without a
+    WebUI (``MOD_WEBUI_DIR``) or without ``MOD_WEBUI_INPROCESS=1`` (then it runs with the WebUI's python)."""
+    import pytest
+
+    return [
+        pytest.mark.skipif(not webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
+        pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
+                           reason=f"set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python ({reason_hint})"),
+    ]
+
+
 def webui_available(webui_dir: Optional[PathLike] = None) -> bool:
     """True when a WebUI checkout and its interpreter are where the env vars say."""
     try:

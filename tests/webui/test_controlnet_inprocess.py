@@ -22,20 +22,14 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-for path in (HERE, ROOT):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+ROOT = Path(__file__).resolve().parents[2]
 
-import launcher  # noqa: E402
+import launcher  # tests/webui is on sys.path (conftest.py)
 from tiny_t2i_adapter import write_adapter  # noqa: E402
 
 CN_DIR = os.environ.get("MOD_CONTROLNET_DIR")
 pytestmark = [
-    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
-    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
-                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see the docstring)"),
+    *launcher.inprocess_skips(),
     pytest.mark.skipif(not CN_DIR or not (Path(CN_DIR) / "scripts" / "controlnet.py").is_file(),
                        reason="MOD_CONTROLNET_DIR does not name an sd-webui-controlnet checkout"),
 ]
@@ -157,50 +151,32 @@ def test_each_tile_batch_gets_its_own_crops_of_the_control_image(cn_host, adapte
 
 
 def test_hints_are_the_units_own_again_after_the_job_and_an_interrupt(cn_host):
+    import inprocess
     import numpy as np
-    from modules import script_callbacks, shared
 
     config = {"version": 1, "tiles": TILES}
     reference = run(cn_host, [unit()], config)
-    count = []
-
-    def interrupt(params):
-        count.append(1)
-        if len(count) == 2:
-            shared.state.interrupted = True
-    script_callbacks.on_cfg_denoiser(interrupt)
-    try:
+    with inprocess.cfg_calls(interrupt_at=2) as count:
         stopped = run(cn_host, [unit()], config)
-    finally:
-        script_callbacks.remove_callbacks_for_function(interrupt)
-        shared.state.interrupted = False
-    assert stopped.images[0].size == (W, H)
+    assert stopped.images[0].size == (W, H) and len(count) == 2
     network = cn_host[1].latest_network
     assert network is None or all(p.hint_cond.shape[-2:] == (H, W) for p in network.control_params)
     assert np.array_equal(pixels(run(cn_host, [unit()], config).images[0]), pixels(reference.images[0]))
 
 
 def test_units_that_are_not_spatial_stop_before_any_step(cn_host):
-    from modules import script_callbacks
+    import inprocess
+    import numpy as np
 
-    steps = []
-
-    def count(params):
-        steps.append(1)
-    script_callbacks.on_cfg_denoiser(count)
-    try:
+    with inprocess.cfg_calls() as steps:
         with pytest.raises(Exception, match=r"ControlNet unit 1 \(AttentionInjection, preprocessor reference_only\) "
                                             "is not supported"):
             run(cn_host, [unit(module="reference_only", model="None")], {"version": 1, "tiles": TILES})
-        import numpy as np
-
         mask = np.zeros((H, W, 3), dtype="uint8")
         mask[:, : W // 2] = 255
         with pytest.raises(Exception, match=r"ControlNet unit 1 \(T2I_Adapter, preprocessor none\) has an effective "
                                             "region mask"):
             run(cn_host, [unit(effective_region_mask=mask)], {"version": 1, "tiles": TILES})
-    finally:
-        script_callbacks.remove_callbacks_for_function(count)
     assert steps == []
 
 

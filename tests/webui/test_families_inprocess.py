@@ -15,25 +15,13 @@ after this one in the same process.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-for path in (HERE, ROOT):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+import launcher  # tests/webui is on sys.path (conftest.py)
 
-import launcher  # noqa: E402
-
-pytestmark = [
-    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
-    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
-                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see the docstring)"),
-]
+pytestmark = launcher.inprocess_skips()
 
 FAMILIES = ("sdxl", "sdxl-refiner", "sd2-v")  # = tiny_families.FAMILIES (not imported: it needs torch)
 SIZE = 64  # every family's UNet has three levels: sides must be multiples of 32 px

@@ -16,25 +16,12 @@ import base64
 import io
 import json
 import math
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-for path in (HERE, ROOT):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+import launcher  # tests/webui is on sys.path (conftest.py)
 
-import launcher  # noqa: E402
-
-pytestmark = [
-    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
-    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
-                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see the docstring)"),
-]
+pytestmark = launcher.inprocess_skips()
 
 W, H = 192, 128  # latent 24 x 16; the tiny families' UNets take multiples of 32 px
 TILES = {"width": 96, "height": 96, "overlap": 32, "batch_size": 2}  # 6 tiles of 12 x 12 latent cells
@@ -223,24 +210,14 @@ def test_region_seed_guide_and_the_infotext_round_trip(model, script):
 
 
 def test_interrupt_mid_job_and_the_next_job_is_unaffected(model, script):
+    import inprocess
     import numpy as np
-    from modules import script_callbacks, shared
 
     config = preset(tiles=TILES, regions=REGIONS)
     reference = run(script, config)
-    count = []
-
-    def interrupt_on_second_call(params):
-        count.append(1)
-        if len(count) == 2:
-            shared.state.interrupted = True
-    script_callbacks.on_cfg_denoiser(interrupt_on_second_call)
-    try:
+    with inprocess.cfg_calls(interrupt_at=2) as count:
         stopped = run(script, config)
-    finally:
-        script_callbacks.remove_callbacks_for_function(interrupt_on_second_call)
-        shared.state.interrupted = False
-    assert stopped.images[0].size == (W, H)
+    assert stopped.images[0].size == (W, H) and len(count) == 2
     assert np.array_equal(pixels(run(script, config).images[0]), pixels(reference.images[0]))
 
 
@@ -370,25 +347,16 @@ def test_sdxl_refiner_crops_get_their_crop_coords_with_its_aesthetic_vector(load
 
 
 def test_sd3_stops_before_any_step_with_one_message(load_family, script, monkeypatch):
-    from modules import script_callbacks, shared
-
-    from modules import sd_vae_approx
+    import inprocess
+    from modules import sd_vae_approx, shared
 
     model = load_family("sdxl")
     # The host loads its live-preview network at the start of an SD3 job (downloaded once, online);
     # the SDXL one stands in for it here, offline. SD3 itself is this tiny SDXL model marked as SD3.
     monkeypatch.setitem(sd_vae_approx.sd_vae_approx_models, "vaeapprox-sd3.pt", sd_vae_approx.model())
     monkeypatch.setattr(model, "is_sd3", True)
-    steps = []
-
-    def count(params):
-        steps.append(1)
-    script_callbacks.on_cfg_denoiser(count)
-    try:
-        with pytest.raises(Exception, match="Mixture of Diffusers does not support SD3 models"):
-            run(script, preset(tiles=TILES))
-    finally:
-        script_callbacks.remove_callbacks_for_function(count)
+    with inprocess.cfg_calls() as steps, pytest.raises(Exception, match="Mixture of Diffusers does not support SD3"):
+        run(script, preset(tiles=TILES))
     assert steps == [] and shared.sd_model is model
 
 

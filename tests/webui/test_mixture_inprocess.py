@@ -17,19 +17,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-for path in (HERE, ROOT):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+import launcher  # tests/webui is on sys.path (conftest.py)
 
-import launcher  # noqa: E402
-
-pytestmark = [
-    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
-    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
-                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see the docstring)"),
-]
+pytestmark = launcher.inprocess_skips()
 
 W, H = 192, 128  # latent 24 x 16
 TILES = {"width": 96, "height": 96, "overlap": 32, "batch_size": 2}
@@ -197,22 +187,12 @@ def test_img2img_with_an_inpainting_mask(script):
 
 def test_interrupt_mid_job_returns_a_full_size_image_and_the_next_job_is_unaffected(script):
     import numpy as np
-    from modules import script_callbacks, shared
+    import inprocess
 
     config = preset(tiles=TILES)
     reference = run(script, config)
-    count = []
-
-    def interrupt_on_third_call(params):
-        count.append(1)
-        if len(count) == 3:
-            shared.state.interrupted = True
-    script_callbacks.on_cfg_denoiser(interrupt_on_third_call)
-    try:
+    with inprocess.cfg_calls(interrupt_at=3) as count:
         stopped = run(script, config)
-    finally:
-        script_callbacks.remove_callbacks_for_function(interrupt_on_third_call)
-        shared.state.interrupted = False
     assert stopped.images[0].size == (W, H)
     assert len(count) == 3
     again = run(script, config)

@@ -2,18 +2,13 @@
 (lib_mixture/fields.py): the panel accepts every value the preset accepts. In-process, like
 test_mixture_inprocess.py (gradio and the WebUI's ``modules`` must import)."""
 
-import os
 
 import launcher
 import pytest
 
 from lib_mixture.fields import FIELD
 
-pytestmark = [
-    pytest.mark.skipif(not launcher.webui_available(), reason="MOD_WEBUI_DIR does not point at a WebUI with a venv"),
-    pytest.mark.skipif(os.environ.get("MOD_WEBUI_INPROCESS") != "1",
-                       reason="set MOD_WEBUI_INPROCESS=1 and run with the WebUI's python (see test_mixture_inprocess.py)"),
-]
+pytestmark = launcher.inprocess_skips("see test_mixture_inprocess.py")
 
 # control -> the preset field it writes
 NUMBERS = {"variance": "weights.variance", "tile_w": "tiles.width", "tile_h": "tiles.height",
