@@ -48,6 +48,7 @@
             "upscale.height": {"kind": "integer", "doc": "Target height (with width).", "min": 64, "max": 16384, "multipleOf": 8, "nullable": true, "unit": "px", "default": null},
             "upscale.fit": {"kind": "enum", "doc": "A source of another aspect ratio: crop (cover, centred), pad (contain, borders extended) or stretch.", "options": ["crop", "pad", "stretch"], "default": "crop"},
             "upscale.guide_strength": {"kind": "number", "doc": "Fraction of the model calls during which the upscaled image guides the whole canvas (Algorithm 2); 0: off.", "min": 0.0, "max": 1.0, "default": 0.0},
+            "upscale.controlnet_tile": {"kind": "string", "doc": "With sd-webui-controlnet: a ControlNet tile model that holds every tile to the upscaled image (one more unit: tile_resample, weight 1, no image of its own, so it takes the upscaled one). auto: the installed model with 'tile' in its name; or a model name as ControlNet lists it; '': none (units of your own without an image still get the upscaled image).", "maxLength": 200, "default": ""},
             "vae": {"kind": "object", "doc": "Tiled VAE encode and decode.", "nullable": true, "default": null},
             "vae.tiling": {"kind": "enum", "doc": "auto: tiled when a plain pass would not fit in free memory; on: always; off: never.", "options": ["auto", "on", "off"], "default": "auto"},
             "vae.tile": {"kind": "integer", "doc": "Core tile edge; null: chosen from the free memory.", "min": 64, "max": 4096, "multipleOf": 8, "nullable": true, "unit": "px", "default": null}

@@ -576,9 +576,9 @@
         return keepUnknown(filled(defaultsOf("weights"), weights), weights);
     }
 
-    var UPSCALE_KEYS = ["upscaler", "scale", "width", "height", "fit", "guide_strength"];
+    var UPSCALE_KEYS = ["upscaler", "scale", "width", "height", "fit", "guide_strength", "controlnet_tile"];
 
-    /** An upscale section with every field in Upscale's order; a target size excludes the default scale. */
+    /** An upscale section with every field in Upscale's order; a target size excludes the default scale, and no ControlNet tile model the empty name. */
     function upscaleSettings(u) {
         u = isObject(u) ? u : {};
         var sized = u.width != null || u.height != null;
@@ -588,6 +588,7 @@
         if (u.height != null) out.height = u.height;
         out.fit = u.fit === undefined ? DEFAULT_UPSCALE.fit : u.fit;
         out.guide_strength = u.guide_strength === undefined ? DEFAULT_UPSCALE.guide_strength : u.guide_strength;
+        if (u.controlnet_tile) out.controlnet_tile = u.controlnet_tile; // Preset.to_dict leaves out the default ""
         Object.keys(u).forEach(function(k) { if (UPSCALE_KEYS.indexOf(k) < 0) out[k] = u[k]; });
         return out;
     }
@@ -768,6 +769,7 @@
         if (typeof c.upscaler === "string" && c.upscaler.trim()) u.upscaler = c.upscaler.trim().slice(0, 200);
         if (FITS.indexOf(c.fit) >= 0) u.fit = c.fit;
         if (c.guide_strength !== undefined) u.guide_strength = cleanNumber(c.guide_strength, 0, 1, u.guide_strength);
+        if (typeof c.controlnet_tile === "string") u.controlnet_tile = c.controlnet_tile.trim().slice(0, 200);
         if (c.width != null || c.height != null) {
             u.width = cleanSide(c.width != null ? c.width : u.width, DEFAULT_UPSCALE_SIZE.width);
             u.height = cleanSide(c.height != null ? c.height : u.height, DEFAULT_UPSCALE_SIZE.height);

@@ -15,9 +15,11 @@
     var E = window.MoDEditor = window.MoDEditor || {parts: {}};
     var part = E.parts.controls = {};
     var UPSCALE_GRID = {width: 768, height: 768, overlap: 128, batch_size: 4}; // presets/upscale-*.json
-    var UPSCALE_TARGETS = {up2x: null, upqhd: [2560, 1440], up4k: [3840, 2160]};
+    var UPSCALE_TARGETS = {up2x: null, upqhd: [2560, 1440], up4k: [3840, 2160], up4kcn: [3840, 2160]};
     // img2img: the buttons set the preset's upscale section to these Upscale target choices
-    var UPSCALE_BUTTON_CHOICES = {up2x: "2x", upqhd: "QHD 2560\u00d71440", up4k: "4K UHD 3840\u00d72160"};
+    var UPSCALE_BUTTON_CHOICES = {up2x: "2x", upqhd: "QHD 2560\u00d71440", up4k: "4K UHD 3840\u00d72160", up4kcn: "4K UHD 3840\u00d72160"};
+    // img2img: the buttons' upscale.controlnet_tile (the one with ControlNet tile is shown when a tile model is installed)
+    var CONTROLNET_TILE = {up4kcn: "auto"};
     // Built when the tooltips are set, not at load time: they read the field table through MoDCore.
     function titles() {
         return {
@@ -27,6 +29,8 @@
                 "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
             up4k: "4K UHD 3840x2160: txt2img draws 1920x1080 and hires-fixes it 2x; img2img sets the Upscale section to 3840x2160, fit crop " +
                 "(any source, cropped to fill); sets a 768 px tile grid with 128 px overlap",
+            up4kcn: "4K UHD with ControlNet tile: as 4K UHD, and a ControlNet unit with your tile model (upscale.controlnet_tile: auto) " +
+                "holds every tile to the upscaled image, so a denoising strength of 0.4 to 0.6 adds detail without drifting",
             upscaler: "img2img: the WebUI upscaler that resizes the source image once before the tiled refinement (upscale.upscaler); " +
                 "ESRGAN-type models upscale by 4 per pass, then Lanczos fits the size",
             upscale_target: "off: no upscale. 2x: twice the source. QHD / 4K UHD: 2560x1440 / 3840x2160 whatever the source. scale: the Scale " +
@@ -257,8 +261,9 @@
         } else { // img2img: the preset's upscale section (the engine upscales the source once)
             var choice = UPSCALE_BUTTON_CHOICES[key], set = Object.assign({}, MoDCore.UPSCALE_PRESETS[choice]);
             if (target) set.fit = "crop"; // a fixed size fills the frame whatever the source's aspect ratio
+            set.controlnet_tile = CONTROLNET_TILE[key] || ""; // each button is a whole recipe
             this.dispatch({type: "upscale", upscale: set, choice: choice});
-            note = "Upscale: " + choice + (target ? ", fit crop." : ".");
+            note = "Upscale: " + choice + (target ? ", fit crop" : "") + (set.controlnet_tile ? ", ControlNet tile." : ".");
         }
         var mode = this.state.preset.regions && this.state.preset.regions.length ? "both" : "tiles";
         this.dispatch({type: "mode", mode: mode, tiles: UPSCALE_GRID});

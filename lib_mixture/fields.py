@@ -170,6 +170,11 @@ FIELDS: tuple[Field, ...] = (
           "borders extended) or stretch.", "crop", options=FITS),
     Field("upscale.guide_strength", "number", "Fraction of the model calls during which the upscaled image "
           "guides the whole canvas (Algorithm 2); 0: off.", 0.0, 0.0, 1.0),
+    Field("upscale.controlnet_tile", "string", "With sd-webui-controlnet: a ControlNet tile model that holds every "
+          "tile to the upscaled image (one more unit: tile_resample, weight 1, no image of its own, so it takes the "
+          "upscaled one). auto: the installed model with 'tile' in its name; or a model name as ControlNet lists it; "
+          "'': none (units of your own without an image still get the upscaled image).", "",
+          max_length=MAX_NAME),
     Field("vae", "object", "Tiled VAE encode and decode.", None, nullable=True),
     Field("vae.tiling", "enum", "auto: tiled when a plain pass would not fit in free memory; on: always; "
           "off: never.", "auto", options=VAE_TILING),

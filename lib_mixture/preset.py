@@ -111,7 +111,9 @@ class Upscale:
     size times ``scale`` snapped to 8 px. ``fit`` says how a source of another aspect ratio
     meets the target: ``crop`` (cover, centred), ``pad`` (contain, centred, the borders
     extended outwards) or ``stretch``. ``guide_strength`` > 0 makes the upscaled image a
-    guide for the whole canvas during that fraction of the model calls (Algorithm 2)."""
+    guide for the whole canvas during that fraction of the model calls (Algorithm 2).
+    ``controlnet_tile``: a ControlNet tile model for one more unit fed the upscaled image
+    (``auto``, a model name, or ``""`` for none; resolved by the host adapter)."""
 
     upscaler: str = default("upscale.upscaler")
     scale: float | None = default("upscale.scale")
@@ -119,6 +121,7 @@ class Upscale:
     height: int | None = default("upscale.height")
     fit: str = default("upscale.fit")
     guide_strength: float = default("upscale.guide_strength")
+    controlnet_tile: str = default("upscale.controlnet_tile")
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,8 @@ class Preset:
                 del u["width"], u["height"]
             else:
                 del u["scale"]
+            if not u["controlnet_tile"]:
+                del u["controlnet_tile"]  # the default: older infotexts and presets read the same
             out["upscale"] = u
         if self.vae != VAETiling():
             out["vae"] = asdict(self.vae)
@@ -284,7 +289,8 @@ def _upscale(c: Checker, raw: Any) -> Upscale | None:
                 c.fail(f"upscale.{key}", f"is required with upscale.{other} (the target size is width x height)")
     if len(c.problems) > before:
         return None
-    return Upscale(**dict(values, upscaler=values["upscaler"].strip(), scale=scale))
+    return Upscale(**dict(values, upscaler=values["upscaler"].strip(), scale=scale,
+                          controlnet_tile=values["controlnet_tile"].strip()))
 
 
 def _overlap(c: Checker, t: dict, tw: int, th: int) -> Overlap:

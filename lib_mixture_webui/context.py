@@ -73,12 +73,13 @@ class JobContext:
 class Prepared:
     """On ``p`` between ``before_process`` and ``process``: the job's checked configuration
     (``enabled``, ``preset``, ``guides``) and the img2img upscale's console line once it is done,
-    so ``process`` neither reads nor upscales again."""
+    so ``process`` neither reads nor upscales again; or the ``error`` that stops the job."""
 
     enabled: bool
     preset: Any
     guides: dict
     upscaled: str | None = None
+    error: Exception | None = None
 
 
 def of(p: Any) -> JobContext | None:

@@ -37,6 +37,19 @@ from lib_mixture.plan import CropSpec
 SPATIAL_TYPES = {"ControlNet", "ControlLoRA", "ControlNetUnion", "T2I_Adapter"}
 # preprocessors whose result is not a control image ControlNet adds residuals from
 LATENT_PREPROCESSORS = ("inpaint_only", "colorfix", "reference")
+# why a unit that is not a control image to crop is refused, by model type or preprocessor
+WHY = {
+    "reference": "it runs a whole-canvas model pass of the reference image on every model call and shares its "
+                 "attention with the canvas, not with a crop",
+    "inpaint_only": "it blends the model's output with the image's latent at the canvas size after every call",
+    "colorfix": "it blends the model's output with the image's latent at the canvas size after every call",
+    "AttentionInjection": "it runs a whole-canvas model pass of the reference image on every model call",
+    "IPAdapter": "its image prompt is not proven with crops yet",
+    "InstantID": "its face embedding and keypoint image are not proven with crops yet",
+    "T2I_StyleAdapter": "its image tokens are not proven with crops yet",
+    "ReVision": "its image embedding is not proven with crops yet",
+    "Controlllite": "it keeps its control features at the first call's size, so later crops would reuse them",
+}
 
 
 class ControlNetNotSupported(RuntimeError):
@@ -76,11 +89,13 @@ def check(units: Sequence[Any]) -> None:
     for i, param in enumerate(units):
         kind = getattr(getattr(param, "control_model_type", None), "name", "")
         module = str((getattr(param, "preprocessor", None) or {}).get("name", ""))
-        if kind not in SPATIAL_TYPES or any(m in module for m in LATENT_PREPROCESSORS):
+        latent = next((m for m in LATENT_PREPROCESSORS if m in module), None)
+        if kind not in SPATIAL_TYPES or latent:
+            why = WHY.get(latent or kind, "it is not a control image to crop")
             raise ControlNetNotSupported(
-                f"Mixture of Diffusers: {unit_name(i, param)} is not supported (only ControlNet and "
-                "T2I-Adapter units, whose control image is cropped per tile and region); turn that unit off or "
-                "turn Mixture of Diffusers off")
+                f"Mixture of Diffusers: {unit_name(i, param)} is not supported: {why}. ControlNet and "
+                "T2I-Adapter units work (their control image is cropped per tile and region); turn that unit off "
+                "or turn Mixture of Diffusers off")
         if getattr(param, "effective_region_mask", None) is not None:
             raise ControlNetNotSupported(
                 f"Mixture of Diffusers: {unit_name(i, param)} has an effective region mask, which is not cropped per "

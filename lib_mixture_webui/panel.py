@@ -18,6 +18,7 @@ from modules.ui_components import ToolButton
 from lib_mixture.fields import FIELD
 from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import Preset, TileGrid
+from lib_mixture_webui import controlnet_tile
 from lib_mixture_webui import preset_handlers as handlers
 
 try:
@@ -29,6 +30,8 @@ DEFAULT_CONFIG = Preset(name="tile grid", tiles=TileGrid()).to_json()
 MODES = ("tiles", "regions", "both")  # the panel's view of a preset: a tile grid, regions, or both
 # Buttons the editor's script handles: the size and the tile grid of an upscale in one click.
 TILE_PRESET_BUTTONS = (("up2x", "2x"), ("upqhd", "QHD 2560\u00d71440"), ("up4k", "4K UHD 3840\u00d72160"))
+# img2img, when a ControlNet tile model is installed: 4K with upscale.controlnet_tile "auto".
+CONTROLNET_TILE_BUTTON = ("up4kcn", "4K + ControlNet tile")
 # img2img's Upscale target radio; javascript/mixture_of_diffusers_core.js (UPSCALE_CHOICES) maps it to the JSON:
 # off = no "upscale" section, 2x = scale 2, QHD/4K = that width and height, scale / size = the number fields.
 UPSCALE_TARGETS = ("off", "2x", "QHD 2560\u00d71440", "4K UHD 3840\u00d72160", "scale", "size")
@@ -115,6 +118,10 @@ def build(is_img2img):
         with gr.Row(elem_classes=["mod-tile-presets"]):
             for key, label in TILE_PRESET_BUTTONS:
                 gr.Button(label, size="sm", elem_id=eid(key), elem_classes=["mod-tile-preset"])
+            if is_img2img:
+                key, label = CONTROLNET_TILE_BUTTON
+                gr.Button(label, size="sm", elem_id=eid(key), elem_classes=["mod-tile-preset"],
+                          visible=bool(controlnet_tile.tile_models()))
         gr.HTML(_editor_html(tab), elem_id=eid("editor"))
         problems = gr.HTML("", elem_id=eid("problems"))
         presets = _preset_rows(eid)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from modules import script_callbacks, scripts, shared
 
 from lib_mixture.preset import PresetError
-from lib_mixture_webui import context, families, panel, patches, settings, upscale, user_presets
+from lib_mixture_webui import context, controlnet_tile, families, panel, patches, settings, upscale, user_presets
 from lib_mixture_webui.args import INFOTEXT_KEY, ImageInfotext, pasted_config, read_args
 from lib_mixture_webui.guides import guide_refs, read_guides
 from lib_mixture_webui.job import Job
@@ -40,9 +40,12 @@ class MixtureOfDiffusersScript(scripts.Script):
         context.clear(p)
         try:
             enabled, preset, guides = configuration(p, args, settings.limits())
-            line = upscale.apply(p, preset.upscale) if enabled and preset.upscale is not None else None
-        except (PresetError, families.UnsupportedModel):
-            return  # process() reads the arguments again and stops the job with the message
+            line = prepare_upscale(p, preset.upscale) if enabled and preset.upscale is not None else None
+        except PresetError as e:
+            context.mark_prepared(p, context.Prepared(True, None, {}, error=e))  # process() stops the job with it
+            return
+        except families.UnsupportedModel:
+            return  # override_settings may load another model before process(), which checks again
         context.mark_prepared(p, context.Prepared(enabled, preset, guides, line))
 
     def process(self, p, *args):
@@ -52,12 +55,14 @@ class MixtureOfDiffusersScript(scripts.Script):
         host.end_current()  # whatever happened to the last job, this one starts from the plain VAE
         limits = settings.limits()
         try:
+            if ready is not None and ready.error is not None:
+                raise ready.error
             enabled, preset, guides = ((ready.enabled, ready.preset, ready.guides) if ready is not None
                                        else configuration(p, args, limits))
             if enabled:
                 families.check(shared.sd_model)  # again: override_settings may load another model after before_process
                 if preset.upscale is not None:
-                    print(f"[Mixture of Diffusers] {ready.upscaled if ready else upscale.apply(p, preset.upscale)}")
+                    print(f"[Mixture of Diffusers] {ready.upscaled if ready else prepare_upscale(p, preset.upscale)}")
                 job = Job(p, preset, limits=limits)  # after the upscale: its canvas
                 job.check(p)
         except (PresetError, families.UnsupportedModel) as e:
@@ -92,6 +97,16 @@ class MixtureOfDiffusersScript(scripts.Script):
         ctx = context.of(p)
         if ctx is not None and getattr(p, "is_hr_pass", False) and kwargs.get("noise") is not None:
             ctx.saw_hires_noise(kwargs["noise"])
+
+
+def prepare_upscale(p, section):
+    """img2img's upscale: the init images resized to the target, and the ControlNet tile unit when
+    the section names one (before ControlNet's ``process`` reads the units). A console line;
+    PresetError naming the field."""
+    line = upscale.apply(p, section)
+    if section.controlnet_tile:
+        line += "; " + controlnet_tile.add_unit(p, section.controlnet_tile)
+    return line
 
 
 def configuration(p, args, limits):

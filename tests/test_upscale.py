@@ -33,6 +33,17 @@ def test_sections_round_trip_in_canonical_form():
     assert parse_preset(q.to_dict()) == q
 
 
+def test_the_controlnet_tile_model_is_kept_stripped_and_left_out_when_empty():
+    p = _preset({"width": 3840, "height": 2160, "controlnet_tile": "  auto "})
+    assert p.upscale.controlnet_tile == "auto"
+    d = p.to_dict()
+    assert d["upscale"]["controlnet_tile"] == "auto" and list(d["upscale"])[-1] == "controlnet_tile"
+    assert parse_preset(d) == p
+    q = _preset({"controlnet_tile": ""})
+    assert q.upscale.controlnet_tile == "" and "controlnet_tile" not in q.to_dict()["upscale"]
+    assert _preset({"controlnet_tile": "   "}).upscale == Upscale()
+
+
 @pytest.mark.parametrize("section, field, words", [
     ({"scale": 0}, "upscale.scale", "(0.0, 16.0]"),
     ({"scale": -1.5}, "upscale.scale", "(0.0, 16.0]"),
@@ -46,6 +57,8 @@ def test_sections_round_trip_in_canonical_form():
     ({"upscaler": ""}, "upscale.upscaler", "is empty"),
     ({"guide_strength": -0.1}, "upscale.guide_strength", "[0.0, 1.0]"),
     ({"scael": 2}, "upscale.scael", "did you mean 'scale'"),
+    ({"controlnet_tile": 3}, "upscale.controlnet_tile", "expected a string"),
+    ({"controlnet_tile": "t" * 201}, "upscale.controlnet_tile", "200"),
 ])
 def test_bad_upscale_fields_are_named_with_their_range(section, field, words):
     with pytest.raises(PresetError) as e:

@@ -474,6 +474,13 @@ test("upscale actions: set, canonical sizing, off keeps it for later", () => {
     assert.equal(s.preset.upscale, undefined, "options while off wait in the stash");
     s = core.reduce(s, {type: "upscale", upscale: {width: 3840, height: 2160}, choice: "4K UHD 3840×2160"});
     assert.deepEqual(s.preset.upscale, {upscaler: "ESRGAN_4x", width: 3840, height: 2160, fit: "stretch", guide_strength: 1});
+    s = core.reduce(s, {type: "upscaleOptions", upscale: {controlnet_tile: "  auto "}});
+    assert.equal(s.preset.upscale.controlnet_tile, "auto", "trimmed, last in Upscale's order");
+    assert.deepEqual(Object.keys(s.preset.upscale).slice(-1), ["controlnet_tile"]);
+    s = core.reduce(s, {type: "upscale", upscale: {scale: 2}, choice: "2x"});
+    assert.equal(s.preset.upscale.controlnet_tile, "auto", "a size change keeps it");
+    s = core.reduce(s, {type: "upscaleOptions", upscale: {controlnet_tile: ""}});
+    assert.equal("controlnet_tile" in s.preset.upscale, false, "none: left out, as Preset.to_dict does");
 });
 
 test("the Upscale target choice: the panel's memory while it still describes the JSON", () => {

@@ -366,6 +366,22 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value='2x']"));
     });
 
+    test("img2img: 4K + ControlNet tile is the 4K recipe with upscale.controlnet_tile auto; the other buttons clear it", async () => {
+        await page.click("#mod_img2img_up4kcn");
+        let c = await configWhen((j) => j.upscale && j.upscale.controlnet_tile === "auto", "img2img");
+        assert.deepEqual(c.upscale, {upscaler: "Lanczos", width: 3840, height: 2160, fit: "crop", guide_strength: 0,
+            controlnet_tile: "auto"});
+        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
+        assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value='4K UHD 3840×2160']"));
+        assert.match(await page.textContent("#mod_img2img_editor"), /ControlNet tile\./);
+        await page.click("#mod_img2img_upscale_fit input[value=pad]");
+        c = await configWhen((j) => j.upscale.fit === "pad", "img2img");
+        assert.equal(c.upscale.controlnet_tile, "auto", "the section's other controls keep it");
+        await page.click("#mod_img2img_up4k");
+        c = await configWhen((j) => j.upscale.fit === "crop" && !("controlnet_tile" in j.upscale), "img2img");
+        assert.deepEqual(c.upscale, {upscaler: "Lanczos", width: 3840, height: 2160, fit: "crop", guide_strength: 0});
+    });
+
     test("img2img: the upscale and VAE controls follow a JSON edit and write the JSON", async () => {
         const edited = await config("img2img");
         edited.upscale = {upscaler: "R-ESRGAN 4x+", scale: 1.5, fit: "pad", guide_strength: 0.3};

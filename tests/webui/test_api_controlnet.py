@@ -1,6 +1,7 @@
 """The ControlNet upscale through the real WebUI's HTTP API, with sd-webui-controlnet installed:
-img2img of a 512x288 image to 3840x2160, a tile grid, and a unit without an image of its own (it
-takes the upscaled image, as ControlNet does in img2img).
+img2img of a 512x288 image to 3840x2160, a tile grid, and ``upscale.controlnet_tile: auto``, which
+adds a ControlNet tile unit without an image of its own (it takes the upscaled image, as ControlNet
+does in img2img); the caller sends no ControlNet arguments at all.
 
 The unit is a tiny random T2I-Adapter (`tiny_t2i_adapter`); the checkpoint the tiny SD1 one.
 Skipped unless MOD_WEBUI_DIR names a WebUI with its venv and MOD_CONTROLNET_DIR an
@@ -36,7 +37,7 @@ pytestmark = [
                        reason="MOD_CONTROLNET_DIR does not name an sd-webui-controlnet checkout"),
 ]
 
-ADAPTER = "tiny-t2i-adapter"
+ADAPTER = "tiny-t2i-tile-adapter"  # "tile" in its name: "auto" finds it
 UHD_TILES = {"width": 768, "height": 768, "overlap": 128, "batch_size": 4}
 
 
@@ -59,17 +60,18 @@ def server(tiny_ckpt, tmp_path_factory):
 def test_controlnet_upscale_512x288_to_4k_through_the_api(server):
     watch = LogWatch([server])
     config = {"version": 1, "tiles": UHD_TILES,
-              "upscale": {"upscaler": "Lanczos", "width": 3840, "height": 2160, "fit": "crop"}}
-    unit = {"enabled": True, "module": "none", "model": ADAPTER, "weight": 1.0, "resize_mode": "Just Resize"}
+              "upscale": {"upscaler": "Lanczos", "width": 3840, "height": 2160, "fit": "crop", "controlnet_tile": "auto"}}
     job = {"prompt": "a harbour town at dawn", "negative_prompt": "", "seed": 5, "sampler_name": "Euler",
            "cfg_scale": 6.0, "steps": 3, "width": 512, "height": 288, "denoising_strength": 0.5,
-           "alwayson_scripts": {SCRIPT: {"args": [True, config]}, "ControlNet": {"args": [unit]}}}
+           "alwayson_scripts": {SCRIPT: {"args": [True, config]}}}
     res = server.img2img([source_image()], job)
     assert launcher.decode_image(res["images"][0]).size == (3840, 2160)
     params = parse_infotext_params(infotext(res))
-    assert params["Size"] == "3840x2160" and "ControlNet 0" in params
+    assert params["Size"] == "3840x2160"
+    assert "Module: tile_resample" in params["ControlNet 0"] and ADAPTER in params["ControlNet 0"]
     restored = restored_preset(params)
     assert restored.upscale.width == 3840 and restored.tiles.width == 768
+    assert restored.upscale.controlnet_tile == "auto"
     text = watch.new()
-    assert "upscaled 512x288 to 3840x2160 with Lanczos (crop)" in text
+    assert "upscaled 512x288 to 3840x2160 with Lanczos (crop); ControlNet unit 1: " + ADAPTER in text
     assert not bad_lines(text), text[-3000:]

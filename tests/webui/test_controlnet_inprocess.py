@@ -37,6 +37,7 @@ pytestmark = [
 W, H = 192, 128  # latent 24 x 16
 TILES = {"width": 96, "height": 96, "overlap": 32, "batch_size": 2}  # 6 tiles, 3 calls a step
 ADAPTER = "tiny-t2i-adapter"
+TILE_ADAPTER = "tiny-tile-adapter"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def cn_host(tmp_path_factory):
         pytest.skip(f"run this module in its own process ({e})")
     write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}.safetensors")
     write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}-b.safetensors", seed=9)  # a second model
+    write_adapter(data / "models" / "ControlNet" / f"{TILE_ADAPTER}.safetensors", seed=10)  # "auto" finds it
     from modules import scripts
 
     found = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
@@ -170,7 +172,7 @@ def test_units_that_are_not_spatial_stop_before_any_step(cn_host):
 
     with inprocess.cfg_calls() as steps:
         with pytest.raises(Exception, match=r"ControlNet unit 1 \(AttentionInjection, preprocessor reference_only\) "
-                                            "is not supported"):
+                                            "is not supported: it runs a whole-canvas model pass"):
             run(cn_host, [unit(module="reference_only", model="None")], {"version": 1, "tiles": TILES})
         mask = np.zeros((H, W, 3), dtype="uint8")
         mask[:, : W // 2] = 255
@@ -313,3 +315,68 @@ def test_row_layouts_two_units_batches_and_split_cond_uncond_calls(cn_host, adap
         for call in (0, 3):
             torch.testing.assert_close(adapter_calls[call], crops_of(control_image(), tiles[:2], rows),
                                        atol=1 / 255, rtol=0)
+
+
+def upscale_job(cn_host, units, upscale):
+    import inprocess
+    from PIL import Image
+
+    _, cn_script, our_script = cn_host
+    config = {"version": 1, "tiles": TILES, "upscale": dict({"upscaler": "Lanczos", "width": W, "height": H}, **upscale)}
+    source = Image.fromarray(control_image()).resize((96, 64))
+    return inprocess.img2img([source], [(cn_script, list(units)), (our_script, [True, json.dumps(config)])],
+                             width=64, height=64, steps=3, denoising_strength=0.5, prompt="a landscape", seed=4)
+
+
+def test_the_controlnet_tile_field_adds_one_tile_unit_fed_the_upscaled_image(cn_host, adapter_calls):
+    """upscale.controlnet_tile "auto": the job gets one more unit (the installed tile model,
+    tile_resample, weight 1, no image) through ControlNet's own API: the same image as that unit made
+    by hand, recorded by ControlNet's infotext and ours; with such a unit already there, nothing is
+    added (a pasted infotext has both)."""
+    import numpy as np
+
+    from modules import infotext_utils
+
+    from lib_mixture_webui import controlnet_tile
+
+    model = controlnet_tile.resolve("auto")  # ControlNet's spelling "name [hash]": one entry in its model cache
+    assert model.startswith(TILE_ADAPTER + " [")
+    hand = unit(image=None, model=model, module="tile_resample", threshold_a=1.0, pixel_perfect=True,
+                resize_mode="Crop and Resize")
+    # ControlNet's first job with a model differs from its later ones (seen without this extension too)
+    upscale_job(cn_host, [hand], {})
+    del adapter_calls[:]
+    by_hand = upscale_job(cn_host, [hand], {})
+    calls_by_hand = len(adapter_calls)
+    by_field = upscale_job(cn_host, [unit(enabled=False)], {"controlnet_tile": "auto"})
+    assert np.array_equal(pixels(by_field.images[0]), pixels(by_hand.images[0]))
+    assert len(adapter_calls) == 2 * calls_by_hand > 0  # one unit: the adapter runs once per host call
+    params = infotext_utils.parse_generation_parameters(by_field.infotexts[0])
+    assert json.loads(params["Mixture of Diffusers"])["upscale"]["controlnet_tile"] == "auto"
+    assert "Module: tile_resample" in params["ControlNet 0"] and TILE_ADAPTER in params["ControlNet 0"]
+    both = upscale_job(cn_host, [hand], {"controlnet_tile": "auto"})
+    assert len(adapter_calls) == 3 * calls_by_hand  # the unit of the same model stays the only one
+    assert np.array_equal(pixels(both.images[0]), pixels(by_hand.images[0]))
+    beside = upscale_job(cn_host, [unit(image=None)], {"controlnet_tile": TILE_ADAPTER})
+    assert len(adapter_calls) == 3 * calls_by_hand + 2 * calls_by_hand  # the user's unit and the tile unit
+
+
+def test_the_controlnet_tile_field_names_a_missing_model_before_any_step(cn_host):
+    import inprocess
+
+    with inprocess.cfg_calls() as steps:
+        with pytest.raises(Exception, match=r"upscale\.controlnet_tile: no ControlNet model named 'no-such-model'; "
+                                            r"installed: .*tiny-tile-adapter"):
+            upscale_job(cn_host, [unit(enabled=False)], {"controlnet_tile": "no-such-model"})
+    assert steps == []
+
+
+def test_the_panel_shows_the_controlnet_tile_button_with_a_tile_model_installed(cn_host):
+    import gradio as gr
+
+    from lib_mixture_webui import panel
+
+    with gr.Blocks() as demo:
+        panel.build(True)
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert by_id["mod_img2img_up4kcn"].visible is True and by_id["mod_img2img_up4kcn"].value == "4K + ControlNet tile"

@@ -383,6 +383,7 @@ def test_upscale_with_a_whole_canvas_guide_pins_the_image(script, monkeypatch):
     ({"scale": 16}, r"upscale\.scale: 16 takes this 1100x64 image to 17600x1024.*allows scales from 1 to 14\.89"),
     ({"scale": 0}, r"upscale\.scale: 0 is out of range; allowed \(0\.0, 16\.0\]"),
     ({"scale": -2}, r"upscale\.scale: -2 is out of range"),
+    ({"controlnet_tile": "auto"}, r"upscale\.controlnet_tile: sd-webui-controlnet is not installed or not enabled"),
 ])
 def test_bad_upscale_input_stops_the_job_naming_the_field(script, upscale, message):
     from PIL import Image

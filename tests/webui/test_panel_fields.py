@@ -53,3 +53,13 @@ def test_the_built_panel_uses_the_table(panel):
     tile, variance = by_id["mod_txt2img_tile_w"], by_id["mod_txt2img_variance"]
     assert (tile.minimum, tile.maximum, tile.value) == (64, FIELD["tiles.width"].maximum, FIELD["tiles.width"].default)
     assert variance.maximum == FIELD["weights.variance"].maximum
+
+
+def test_the_controlnet_tile_button_is_img2img_only_and_hidden_without_a_tile_model(panel):
+    import gradio as gr
+    with gr.Blocks() as demo:
+        panel.build(False)
+        panel.build(True)
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert "mod_txt2img_up4kcn" not in by_id
+    assert by_id["mod_img2img_up4kcn"].visible is False  # this host has no ControlNet

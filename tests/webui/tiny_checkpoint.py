@@ -376,7 +376,9 @@ def write_tokenizer_files(folder: Path, bpe_path: Optional[Path] = None) -> None
     (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
 
 
-def write_clip_config(folder: Path) -> None:
+def write_clip_config(folder: Path, arch: Optional[dict] = None) -> None:
+    """``config.json`` of a CLIP text model: ``arch`` (the HF config fields), by default this
+    module's tiny one."""
     cfg = dict(
         architectures=["CLIPTextModel"],
         model_type="clip_text_model",
@@ -390,7 +392,7 @@ def write_clip_config(folder: Path) -> None:
         eos_token_id=49407,
         pad_token_id=1,
         torch_dtype="float32",
-        **CLIP_TEXT,
+        **(arch or CLIP_TEXT),
     )
     (folder / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 

@@ -250,9 +250,10 @@ def _clip_from_config_only() -> Iterator[None]:
             CLIPTextModel.from_pretrained = own
 
 
-def instantiate(cfg, family: str):
+def instantiate(cfg):
+    """The model of an ldm or sgm config (the library its ``model.target`` names)."""
     add_repositories()
-    if family == "sd2-v":
+    if str(cfg.model.target).startswith("ldm."):
         from ldm.util import instantiate_from_config
     else:
         from sgm.util import instantiate_from_config
@@ -360,7 +361,7 @@ def build(out_dir, family: str, seed: int = DEFAULT_SEED, webui_dir=None) -> Pat
         sd1.write_clip_config(clip_dir)
         sd1.write_tokenizer_files(clip_dir)
     cfg = shrunk_config(family, clip_dir, webui_dir)
-    model = randomize_(instantiate(cfg, family), seed)
+    model = randomize_(instantiate(cfg), seed)
     sd = state_dict_of(model)
     del model
     name = NAMES[family]
