@@ -144,6 +144,42 @@ def inprocess_skips(reason_hint: str = "see the module's docstring") -> list:
     ]
 
 
+def controlnet_dir() -> Optional[Path]:
+    """``MOD_CONTROLNET_DIR`` when it names an sd-webui-controlnet checkout, else None."""
+    given = os.environ.get("MOD_CONTROLNET_DIR")
+    return Path(given).resolve() if given and (Path(given) / "scripts" / "controlnet.py").is_file() else None
+
+
+def controlnet_skips() -> list:
+    """The ``pytestmark`` entry of a test module that needs sd-webui-controlnet."""
+    import pytest
+
+    return [pytest.mark.skipif(controlnet_dir() is None,
+                               reason="MOD_CONTROLNET_DIR does not name an sd-webui-controlnet checkout")]
+
+
+def boot_with_controlnet(tmp_path_factory, repo_root: PathLike) -> Dict[str, Any]:
+    """Boot the WebUI in this process (the tiny checkpoint) with sd-webui-controlnet and this
+    extension loaded as extensions of a fresh data folder; return the txt2img always-on scripts by
+    title. ``pytest.skip`` when the process has booted another WebUI already."""
+    import pytest
+
+    import inprocess
+
+    data = tmp_path_factory.mktemp("cn-data")
+    (data / "extensions").mkdir()
+    (data / "extensions" / "sd-webui-controlnet").symlink_to(controlnet_dir())
+    (data / "extensions" / "sd-webui-mixture-of-diffusers").symlink_to(Path(repo_root).resolve())
+    ckpt = tiny_checkpoint(tmp_path_factory.mktemp("cn-ckpt"))
+    try:
+        inprocess.boot(ckpt, data_dir=data, load_scripts=True)
+    except RuntimeError as e:
+        pytest.skip(f"run this module in its own process ({e})")
+    from modules import scripts
+
+    return {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
+
+
 def webui_available(webui_dir: Optional[PathLike] = None) -> bool:
     """True when a WebUI checkout and its interpreter are where the env vars say."""
     try:

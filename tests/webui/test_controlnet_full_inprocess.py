@@ -27,14 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 import launcher  # tests/webui is on sys.path (conftest.py)
 
-CN_DIR = os.environ.get("MOD_CONTROLNET_DIR")
 pytestmark = [
     *launcher.inprocess_skips(),
-    pytest.mark.skipif(not CN_DIR or not (Path(CN_DIR) / "scripts" / "controlnet.py").is_file(),
-                       reason="MOD_CONTROLNET_DIR does not name an sd-webui-controlnet checkout"),
+    *launcher.controlnet_skips(),
     pytest.mark.skipif(os.environ.get("MOD_FULL_WIDTH") != "1",
                        reason="slow: set MOD_FULL_WIDTH=1 to build and run the full-width SD 1.5 and ControlNet "
-                              "(5.6 GB in a temporary folder, a few minutes on the CPU)"),
+                              "(5.6 GB in a temporary folder, about 10 minutes on 2 cores)"),
 ]
 
 W, H = 256, 192  # latent 32 x 24
@@ -49,22 +47,12 @@ def host(tmp_path_factory):
     import full_width
     import inprocess
 
-    data = tmp_path_factory.mktemp("cn-full-data")
-    (data / "extensions").mkdir()
-    (data / "extensions" / "sd-webui-controlnet").symlink_to(Path(CN_DIR).resolve())
-    (data / "extensions" / "sd-webui-mixture-of-diffusers").symlink_to(ROOT)
-    tiny = launcher.tiny_checkpoint(tmp_path_factory.mktemp("cn-full-tiny"))
-    try:
-        inprocess.boot(tiny, data_dir=data, load_scripts=True)
-    except RuntimeError as e:
-        pytest.skip(f"run this module in its own process ({e})")
-    from modules import scripts
-
-    full_width.build_controlnet(data / "models" / "ControlNet" / f"{full_width.CONTROLNET_NAME}.safetensors")
+    found = launcher.boot_with_controlnet(tmp_path_factory, ROOT)
+    models = Path(sys.modules["modules.paths"].models_path) / "ControlNet"
+    full_width.build_controlnet(models / f"{full_width.CONTROLNET_NAME}.safetensors")
     sys.modules["scripts.global_state"].update_cn_models()
     model = inprocess.load_checkpoint(full_width.build_sd15(tmp_path_factory.mktemp("cn-full-ckpt")))
     assert model.is_sd1 and model.model.diffusion_model.model_channels == 320
-    found = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
     return found["ControlNet"], found["Mixture of Diffusers"]
 
 

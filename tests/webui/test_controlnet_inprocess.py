@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -27,12 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 import launcher  # tests/webui is on sys.path (conftest.py)
 from tiny_t2i_adapter import write_adapter  # noqa: E402
 
-CN_DIR = os.environ.get("MOD_CONTROLNET_DIR")
-pytestmark = [
-    *launcher.inprocess_skips(),
-    pytest.mark.skipif(not CN_DIR or not (Path(CN_DIR) / "scripts" / "controlnet.py").is_file(),
-                       reason="MOD_CONTROLNET_DIR does not name an sd-webui-controlnet checkout"),
-]
+pytestmark = [*launcher.inprocess_skips(), *launcher.controlnet_skips()]
 
 W, H = 192, 128  # latent 24 x 16
 TILES = {"width": 96, "height": 96, "overlap": 32, "batch_size": 2}  # 6 tiles, 3 calls a step
@@ -44,25 +38,13 @@ TILE_ADAPTER = "tiny-tile-adapter"
 def cn_host(tmp_path_factory):
     """The WebUI booted with ControlNet and this extension loaded as extensions, and a tiny T2I-Adapter
     in its models folder."""
-    import inprocess
-
-    data = tmp_path_factory.mktemp("cn-data")
-    (data / "extensions").mkdir()
-    (data / "extensions" / "sd-webui-controlnet").symlink_to(Path(CN_DIR).resolve())
-    (data / "extensions" / "sd-webui-mixture-of-diffusers").symlink_to(ROOT)
-    ckpt = launcher.tiny_checkpoint(tmp_path_factory.mktemp("cn-ckpt"))
-    try:
-        shared = inprocess.boot(ckpt, data_dir=data, load_scripts=True)
-    except RuntimeError as e:
-        pytest.skip(f"run this module in its own process ({e})")
-    write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}.safetensors")
-    write_adapter(data / "models" / "ControlNet" / f"{ADAPTER}-b.safetensors", seed=9)  # a second model
-    write_adapter(data / "models" / "ControlNet" / f"{TILE_ADAPTER}.safetensors", seed=10)  # "auto" finds it
-    from modules import scripts
-
-    found = {s.title(): s for s in scripts.scripts_txt2img.alwayson_scripts}
-    global_state = sys.modules["scripts.global_state"]
-    global_state.update_cn_models()
+    found = launcher.boot_with_controlnet(tmp_path_factory, ROOT)
+    shared = sys.modules["modules.shared"]
+    models = Path(sys.modules["modules.paths"].models_path) / "ControlNet"
+    write_adapter(models / f"{ADAPTER}.safetensors")
+    write_adapter(models / f"{ADAPTER}-b.safetensors", seed=9)  # a second model
+    write_adapter(models / f"{TILE_ADAPTER}.safetensors", seed=10)  # "auto" finds it
+    sys.modules["scripts.global_state"].update_cn_models()
     return shared, found["ControlNet"], found["Mixture of Diffusers"]
 
 
@@ -359,6 +341,7 @@ def test_the_controlnet_tile_field_adds_one_tile_unit_fed_the_upscaled_image(cn_
     assert np.array_equal(pixels(both.images[0]), pixels(by_hand.images[0]))
     beside = upscale_job(cn_host, [unit(image=None)], {"controlnet_tile": TILE_ADAPTER})
     assert len(adapter_calls) == 3 * calls_by_hand + 2 * calls_by_hand  # the user's unit and the tile unit
+    assert np.abs(pixels(beside.images[0]) - pixels(by_hand.images[0])).mean() > 0.5
 
 
 def test_the_controlnet_tile_field_names_a_missing_model_before_any_step(cn_host):
