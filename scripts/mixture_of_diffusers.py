@@ -103,10 +103,10 @@ def prepare_upscale(p, section):
     """img2img's upscale: the init images resized to the target, and the ControlNet tile unit when
     the section names one (before ControlNet's ``process`` reads the units). A console line;
     PresetError naming the field."""
+    # the unit first: a missing model stops the job before a long upscale
+    unit = controlnet_tile.add_unit(p, section.controlnet_tile) if section.controlnet_tile else None
     line = upscale.apply(p, section)
-    if section.controlnet_tile:
-        line += "; " + controlnet_tile.add_unit(p, section.controlnet_tile)
-    return line
+    return f"{line}; {unit}" if unit else line
 
 
 def configuration(p, args, limits):
