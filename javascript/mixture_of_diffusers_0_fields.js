@@ -52,7 +52,8 @@
             "vae": {"kind": "object", "doc": "Tiled VAE encode and decode.", "nullable": true, "default": null},
             "vae.tiling": {"kind": "enum", "doc": "auto: tiled when a plain pass would not fit in free memory; on: always; off: never.", "options": ["auto", "on", "off"], "default": "auto"},
             "vae.tile": {"kind": "integer", "doc": "Core tile edge; null: chosen from the free memory.", "min": 64, "max": 4096, "multipleOf": 8, "nullable": true, "unit": "px", "default": null}
-        }
+        },
+        "costModel": {"name": "sd15-fp16-sdpa-h200", "source": "one NVIDIA H200, fp16, the SD 1.5 UNet architecture with random weights, PyTorch SDPA (flash attention: memory linear in the tokens), 2026-11: each figure the median step of one run of a 3840x2160 or 2048x2048 canvas divided by its calls; extra = peak allocated beyond the weights. bench/calibrate_cost.py measures the same on a lent GPU", "weightsBytes": 2147483648.0, "call": 0.03000443175568497, "rowCell": 3.3563539122328055e-07, "rowCell2": 3.002231758213687e-11, "baseBytes": 40595166.09297904, "rowCellBytes": 16351.780952571657, "rowCell2Bytes": 0.0}
     };
     if (typeof module !== "undefined" && module.exports) module.exports = MoDFields;
     else root.MoDFields = MoDFields;

@@ -2,7 +2,7 @@
  * Mixture of Diffusers: the pure part of the region editor (no DOM).
  *
  * Geometry and snapping (lib_mixture/geometry.py), the tile planner (lib_mixture/planner.py,
- * lib_mixture/plan.py), the weight profiles (lib_mixture/weights.py), hit testing, a memory
+ * lib_mixture/plan.py), the weight profiles (lib_mixture/weights.py), hit testing, a time and memory
  * estimate and the editor's state reducer over the preset JSON (lib_mixture/preset.py).
  * The Python code is the reference: tests/js/core.test.js checks this file against it.
  *
@@ -16,8 +16,9 @@
     var LATENT = 8; // px per latent cell (Stable Diffusion's VAE factor)
     // Limits, defaults and options come from the preset's field table (lib_mixture/fields.py),
     // generated into mixture_of_diffusers_0_fields.js.
-    var FIELDS = (typeof module !== "undefined" && module.exports)
-        ? require("./mixture_of_diffusers_0_fields.js").fields : root.MoDFields.fields;
+    var GENERATED = (typeof module !== "undefined" && module.exports)
+        ? require("./mixture_of_diffusers_0_fields.js") : root.MoDFields;
+    var FIELDS = GENERATED.fields;
     function field(path) { return FIELDS[path]; }
     function fieldDefault(path) { return FIELDS[path]["default"]; }
 
@@ -79,12 +80,8 @@
         "4K UHD 3840\u00d72160": {width: 3840, height: 2160}};
     var UPSCALE_CHOICES = ["off"].concat(Object.keys(UPSCALE_PRESETS), ["scale", "size"]);
 
-    // Peak memory estimate (sampling only, SD 1.5 in fp16). See estimateMemory.
-    var MEMORY_MODEL = {
-        name: "SD 1.5, fp16",
-        weightsBytes: 2.0 * Math.pow(2, 30), // UNet 860M + CLIP-L text 123M + VAE 84M params x 2 bytes
-        bytesPerLatentPixelRow: 32 * 1024, // UNet activations per latent pixel per batch row (assumed)
-    };
+    // The default cost model (lib_mixture/cost.py, fitted to measured calls; generated into MoDFields). See estimateCost.
+    var COST_MODEL = GENERATED.costModel;
 
     // ------------------------------------------------------------------ geometry
 
@@ -388,25 +385,27 @@
     // ------------------------------------------------------------------ memory and cost
 
     /**
-     * A rough estimate of the peak GPU memory of sampling with `plan` (not of VAE decoding):
+     * Predicted time per sampling step and peak memory of `plan` (one image; sampling, not VAE
+     * decoding), as lib_mixture.cost.CostModel.step: each group of n equal crops runs
+     * ceil(n / batch) calls of rows = min(batch, n) x 2 (cond + uncond) crops of `cells` latent cells,
      *
-     *     peak ~ weights + bytesPerLatentPixelRow x max over model calls (crop latent area x crops in the call x 2)
+     *     seconds = call + rowCell x rows x cells + rowCell2 x rows x cells^2   (per call, summed)
+     *     bytes   = baseBytes + rowCellBytes x rows x cells + rowCell2Bytes x rows x cells^2   (largest call)
      *
-     * The 2 is cond + uncond (the WebUI batches both). `weights` is SD 1.5 in fp16 (about
-     * 2.0 GiB of parameters); `bytesPerLatentPixelRow` (32 KiB) is an assumed calibration for
-     * UNet activations with memory-efficient attention, about 0.25 GiB for one 512x512 crop
-     * with its uncond. It is an estimate: the CUDA context, other extensions, the VAE and the
-     * attention backend all change the real figure.
+     * plus the weights. The coefficients are fitted to calls measured on the device the model
+     * names (`model.source`); another device, dtype or attention kernel changes the figures.
      */
-    function estimateMemory(plan, model) {
-        model = model || MEMORY_MODEL;
-        var biggest = 0;
+    function estimateCost(plan, model) {
+        model = model || COST_MODEL;
+        var seconds = 0, activations = 0, rows = 0;
         plan.groups.forEach(function(g) {
-            biggest = Math.max(biggest, g.area * Math.min(plan.batchSize, g.count) * 2);
+            var perCall = Math.min(plan.batchSize, g.count), r = perCall * 2, cells = g.area;
+            seconds += Math.ceil(g.count / perCall) * (model.call + model.rowCell * r * cells + model.rowCell2 * r * cells * cells);
+            var bytes = model.baseBytes + model.rowCellBytes * r * cells + model.rowCell2Bytes * r * cells * cells;
+            if (bytes > activations) { activations = bytes; rows = r; }
         });
-        var activations = biggest * model.bytesPerLatentPixelRow;
         return {bytes: model.weightsBytes + activations, weightsBytes: model.weightsBytes, activationBytes: activations,
-            rows: biggest, model: model.name};
+            seconds: seconds, rows: rows, model: model.name};
     }
 
     /** The hires-fix target of txt2img (processing.calculate_target_resolution), floored to the latent grid. */
@@ -989,11 +988,11 @@
 
     var api = {
         FIELDS: FIELDS, field: field, fieldTitle: fieldTitle, LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
-        DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, MEMORY_MODEL: MEMORY_MODEL, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
+        DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, COST_MODEL: COST_MODEL, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
         nearest: nearest, roundTo: roundTo, clamp: clamp, snapBox: snapBox, canvasSize: canvasSize,
         planAxis: planAxis, planTiles: planTiles, tileCount: tileCount, MAX_CROPS: MAX_CROPS, modelCallsPerStep: modelCallsPerStep, buildPlan: buildPlan,
         planSummary: planSummary, profile: profile, weightField: weightField, normalisedWeightAt: normalisedWeightAt,
-        estimateMemory: estimateMemory, hiresSize: hiresSize,
+        estimateCost: estimateCost, hiresSize: hiresSize,
         hitTest: hitTest, handlePoints: handlePoints, boxFromDrag: boxFromDrag, moveBox: moveBox, resizeBox: resizeBox,
         canonical: canonical, fullRegion: fullRegion, serialise: serialise, parse: parse, modeOf: modeOf, viewBoxes: viewBoxes,
         snappedBoxes: snappedBoxes, normalise: normalise, tileSettings: tileSettings, weightSettings: weightSettings,

@@ -199,8 +199,8 @@
         if (plan.regions.length) parts.push(plan.regions.length + " region" + (plan.regions.length === 1 ? "" : "s"));
         parts.push(plan.modelCallsPerStep + " model call" + (plan.modelCallsPerStep === 1 ? "" : "s") + " per step (" +
             plan.crops.length + " crops, batch " + plan.batchSize + ")");
-        var mem = MoDCore.estimateMemory(plan);
-        parts.push("peak \u2248 " + gib(mem.bytes) + " (estimate)");
+        var est = MoDCore.estimateCost(plan);
+        parts.push("\u2248 " + est.seconds.toFixed(2) + " s/step, peak \u2248 " + gib(est.bytes) + " (estimate)");
         return parts.join(" \u00b7 ");
     }
 
@@ -213,11 +213,12 @@
         } else {
             lines.push(passLine("Canvas", preset, v.width, v.height));
         }
-        var m = MoDCore.MEMORY_MODEL;
+        var m = MoDCore.COST_MODEL;
         this.stats.innerHTML = lines.map(function(l) { return "<div>" + escapeHtml(l) + "</div>"; }).join("") +
-            "<div class=\"mod-formula\">Peak memory estimate for " + m.name + " sampling (not VAE decoding): " + gib(m.weightsBytes) +
-            " of weights + " + (m.bytesPerLatentPixelRow / 1024) + " KiB \u00d7 crop latent pixels \u00d7 crops per call \u00d7 2 (cond + uncond), for the largest call. " +
-            "A rough guide, not a measurement.</div>";
+            "<div class=\"mod-formula\" title=\"" + escapeHtml(m.source) + "\">Time and peak memory of sampling (one image, not VAE decoding) " +
+            "predicted by the cost model " + escapeHtml(m.name) + ", fitted to model calls measured on that device: " + gib(m.weightsBytes) +
+            " of weights + " + (m.rowCellBytes / 1024).toFixed(1) + " KiB \u00d7 crop latent cells \u00d7 crops per call \u00d7 2 (cond + uncond) " +
+            "for the largest call. Other devices, precisions and attention kernels differ.</div>";
     };
 
     part.renderMessage = function() {

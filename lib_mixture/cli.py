@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from . import cost
 from .bundled import bundled_presets, load_bundled
 from .geometry import Box
 from .guide_source import LOCAL_USER, resolve_path
@@ -74,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--png", metavar="OUT.png", help="draw the plan over its weight map into this PNG "
                                                        "(the folder must exist; uncovered cells are black)")
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    plan.add_argument("--cost", default=cost.DEFAULT, choices=cost.available(),
+                      help="the cost model of the time and memory estimate (lib_mixture/costs; default %(default)s)")
+    plan.add_argument("--budget", type=float, metavar="GIB",
+                      help="device memory for the job in GiB: the estimate says whether the plan fits it")
+    plan.add_argument("--auto", action="store_true",
+                      help="with --budget: choose the tile size (512-1024 px, square) and batch size with the lowest "
+                           "predicted step time that fits the budget, at the preset's (or --overlap) overlap")
     sub.add_parser("presets", help="list the bundled presets")
     return parser
 
@@ -242,6 +250,45 @@ def format_plan(plan: MixturePlan, name: str, uncovered: list[Box] | None = None
     return "\n".join(lines)
 
 
+def _auto(args: argparse.Namespace, model: cost.CostModel, plan: MixturePlan, preset: Preset
+          ) -> tuple[cost.Choice, list[cost.Choice]]:
+    """Choose the tile grid and batch for ``--auto`` and put them into ``args`` as overrides."""
+    if args.budget is None:
+        raise PresetError(["--auto needs --budget (the device memory for the job, in GiB)"], "arguments")
+    if args.tile_width is not None or args.tile_height is not None or args.batch_size is not None:
+        raise PresetError(["--auto chooses the tile size and the batch size: leave out --tile-width, --tile-height "
+                           "and --batch-size"], "arguments")
+    overlap = args.overlap if args.overlap is not None else (
+        max(preset.tiles.overlap.x, preset.tiles.overlap.y) if preset.tiles else TileGrid().overlap.x)
+    try:
+        best, fits = cost.choose(model, plan.canvas_width, plan.canvas_height, overlap, args.budget * cost.GIB)
+    except ValueError as e:
+        raise PresetError([f"--budget: {e}"], "arguments") from None
+    args.tile_width = args.tile_height = best.tile_width if best.tile_width == best.tile_height else None
+    if args.tile_width is None:  # clamped to a narrow canvas: both sides given
+        args.tile_width, args.tile_height = best.tile_width, best.tile_height
+    args.overlap, args.batch_size = overlap, best.batch_size
+    return best, fits
+
+
+def format_estimate(plan: MixturePlan, model: cost.CostModel, budget: float | None,
+                    auto: tuple[cost.Choice, list[cost.Choice]] | None) -> str:
+    """The plan's predicted step time and peak memory (one image), and ``--auto``'s choice."""
+    seconds, peak = cost.estimate(plan, model)
+    fits = "" if budget is None else (f", within {budget:g} GiB" if peak <= budget * cost.GIB
+                                      else f", OVER the {budget:g} GiB budget")
+    lines = [f"  estimate      {seconds:.3f} s/step, peak {peak / cost.GIB:.2f} GiB{fits} "
+             f"({model.name}; one image, sampling only)"]
+    if auto is not None:
+        best, candidates = auto
+        others = candidates[1:4]
+        lines.append(f"  auto          chose {best.tile_width} x {best.tile_height} px tiles, batch {best.batch_size}: "
+                     f"the fastest of {len(candidates)} grids and batches that fit"
+                     + ("; next: " + ", ".join(f"{c.tile_width} px batch {c.batch_size} {c.seconds:.3f} s"
+                                               for c in others) if others else ""))
+    return "\n".join(lines)
+
+
 def _span(values: list[int]) -> str:
     if not values:
         return "-"
@@ -281,7 +328,15 @@ def _main(argv: list[str] | None) -> int:
             if not folder.is_dir():
                 raise PresetError([f"--png: there is no folder '{folder}' to write {Path(args.png).name} into; "
                                    "create it first"], "arguments")
+        model = cost.load(args.cost)
+        if args.budget is not None and not args.budget > 0:
+            raise PresetError([f"--budget: {args.budget:g} GiB; give the device memory for the job, above 0"],
+                              "arguments")
         plan, preset, path = run_plan(args)
+        auto = None
+        if args.auto:
+            auto = _auto(args, model, plan, preset)
+            plan, preset, path = run_plan(args)
         for note in check_guide_files(preset, path):
             print(f"note: {note}", file=sys.stderr)
         uncovered = plan_uncovered(plan)
@@ -293,11 +348,17 @@ def _main(argv: list[str] | None) -> int:
                 raise PresetError([f"--png: cannot write '{args.png}': {e.strerror or e}"], "arguments") from None
         if args.json:
             f = plan.factor
+            seconds, peak = cost.estimate(plan, model)
             print(json.dumps({"name": preset.name, **plan.summary(),
+                              "estimate": {"cost_model": model.name, "seconds_per_step": round(seconds, 6),
+                                           "peak_bytes": round(peak), "budget_bytes": None if args.budget is None
+                                           else round(args.budget * cost.GIB)},
+                              "auto": None if auto is None else dataclasses.asdict(auto[0]),
                               "uncovered": {"cells": sum(b.area for b in uncovered) // (f * f),
                                             "boxes": [b.as_list() for b in uncovered]}}, indent=2))
         else:
             print(format_plan(plan, preset.name, uncovered))
+            print(format_estimate(plan, model, args.budget, auto))
             if args.png:
                 print(f"  picture       {args.png}")
         if uncovered:

@@ -2,7 +2,8 @@
 
 - ``schema/preset.schema.json``: the JSON Schema of a preset;
 - ``javascript/mixture_of_diffusers_0_fields.js``: the editor's limits, defaults and tooltips
-  (global ``MoDFields``; ``module.exports`` under node). Named to sort first: the WebUI loads an
+  (global ``MoDFields``; ``module.exports`` under node), and the coefficients of the default cost
+  model (`lib_mixture.cost`) for its time and memory estimate. Named to sort first: the WebUI loads an
   extension's scripts in filename order and the editor's core reads it when it loads;
 - the field table in ``README.md``, between the ``fields:begin``/``fields:end`` markers.
 
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import cost
 from . import fields as F
 from .fields import FIELDS, Field, children
 
@@ -143,8 +145,13 @@ def js_module() -> str:
         rows[f.path] = row
     # One row a line: a diff shows which field changed.
     lines = [f"        {json.dumps(path)}: {json.dumps(row, ensure_ascii=False)}" for path, row in rows.items()]
+    model = cost.load(cost.DEFAULT)
+    costs = {"name": model.name, "source": model.source, "weightsBytes": model.weights_bytes, "call": model.call,
+             "rowCell": model.row_cell, "rowCell2": model.row_cell2, "baseBytes": model.base_bytes,
+             "rowCellBytes": model.row_cell_bytes, "rowCell2Bytes": model.row_cell2_bytes}
     body = "{\n" + f"        \"version\": {F.VERSION},\n        \"fields\": {{\n" + ",\n".join(
-        "    " + line for line in lines) + "\n        }\n    }"
+        "    " + line for line in lines) + "\n        },\n" + \
+        f"        \"costModel\": {json.dumps(costs, ensure_ascii=False)}\n    }}"
     return ("/*\n * Mixture of Diffusers: the preset format's fields (limits, defaults, one-line docs).\n"
             " * GENERATED from lib_mixture/fields.py by `python -m lib_mixture.generated --write`; do not edit.\n"
             " * Named to sort first: the WebUI loads an extension's scripts in filename order, and\n"

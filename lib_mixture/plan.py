@@ -75,13 +75,17 @@ class MixturePlan:
                                 w.kind, w.variance))
         return out
 
+    def groups(self) -> list[tuple[int, int]]:
+        """``(count, latent cells)`` of each group of crops that may share a model call (equal
+        size and guidance scale), in crop order."""
+        groups: dict[tuple, list[int]] = {}
+        for c in self.crops():
+            groups.setdefault((c.box.width, c.box.height, c.cfg_scale), [0, c.box.area])[0] += 1
+        return [(count, cells) for count, cells in groups.values()]
+
     @property
     def model_calls_per_step(self) -> int:
-        groups: dict[tuple, int] = {}
-        for c in self.crops():
-            key = (c.box.width, c.box.height, c.cfg_scale)
-            groups[key] = groups.get(key, 0) + 1
-        return model_calls_per_step(list(groups.values()), self.batch_size)
+        return model_calls_per_step([count for count, _ in self.groups()], self.batch_size)
 
     @property
     def redundancy(self) -> float:

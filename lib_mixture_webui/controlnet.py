@@ -18,9 +18,11 @@ host call gets one crop and a one-row hint that ControlNet broadcasts over the r
 are marked cond / uncond like the host's (`marked_like_host`), so ControlNet's control modes see
 which rows are which.
 
-Supported: ControlNet-type units and T2I-Adapters. Any other unit type (reference, IP-Adapter,
+Supported: ControlNet-type units and T2I-Adapters (cropped), and IP-Adapters (an image prompt: the
+same image tokens for every crop, nothing to crop; ControlNet classifies each call's rows as cond or
+uncond by their marks, which region conds carry too). Any other unit type (reference, InstantID,
 style, ReVision, ControlLLLite, inpaint-only or colorfix preprocessors...), or a unit with an
-effective region mask, stops the job before the first step with a message naming the unit.
+effective region mask, stops the job before the first step with a message naming the unit and why.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.plan import CropSpec
 
 SPATIAL_TYPES = {"ControlNet", "ControlLoRA", "ControlNetUnion", "T2I_Adapter"}
+# units that condition every crop alike: nothing to crop
+GLOBAL_TYPES = {"IPAdapter"}
 # preprocessors whose result is not a control image ControlNet adds residuals from
 LATENT_PREPROCESSORS = ("inpaint_only", "colorfix", "reference")
 # why a unit that is not a control image to crop is refused, by model type or preprocessor
@@ -44,7 +48,6 @@ WHY = {
     "inpaint_only": "it blends the model's output with the image's latent at the canvas size after every call",
     "colorfix": "it blends the model's output with the image's latent at the canvas size after every call",
     "AttentionInjection": "it runs a whole-canvas model pass of the reference image on every model call",
-    "IPAdapter": "its image prompt is not proven with crops yet",
     "InstantID": "its face embedding and keypoint image are not proven with crops yet",
     "T2I_StyleAdapter": "its image tokens are not proven with crops yet",
     "ReVision": "its image embedding is not proven with crops yet",
@@ -90,17 +93,17 @@ def check(units: Sequence[Any]) -> None:
         kind = getattr(getattr(param, "control_model_type", None), "name", "")
         module = str((getattr(param, "preprocessor", None) or {}).get("name", ""))
         latent = next((m for m in LATENT_PREPROCESSORS if m in module), None)
-        if kind not in SPATIAL_TYPES or latent:
+        if kind not in SPATIAL_TYPES | GLOBAL_TYPES or latent:
             why = WHY.get(latent or kind, "it is not a control image to crop")
             raise ControlNetNotSupported(
-                f"Mixture of Diffusers: {unit_name(i, param)} is not supported: {why}. ControlNet and "
-                "T2I-Adapter units work (their control image is cropped per tile and region); turn that unit off "
-                "or turn Mixture of Diffusers off")
+                f"Mixture of Diffusers: {unit_name(i, param)} is not supported: {why}. ControlNet, "
+                "T2I-Adapter (their control image is cropped per tile and region) and IP-Adapter units work; turn "
+                "that unit off or turn Mixture of Diffusers off")
         if getattr(param, "effective_region_mask", None) is not None:
             raise ControlNetNotSupported(
                 f"Mixture of Diffusers: {unit_name(i, param)} has an effective region mask, which is not cropped per "
                 "tile and region yet; remove the mask or turn Mixture of Diffusers off")
-        if not isinstance(param.hint_cond, torch.Tensor) or param.hint_cond.ndim != 4:
+        if kind in SPATIAL_TYPES and (not isinstance(param.hint_cond, torch.Tensor) or param.hint_cond.ndim != 4):
             raise ControlNetNotSupported(f"Mixture of Diffusers: {unit_name(i, param)} has no control image")
 
 
@@ -146,7 +149,8 @@ def hint_cropper(units: Sequence[Any], hires: bool, latent_size: tuple[int, int]
     """``crops(specs, rows)``: a context manager that, while open, gives every unit the hint of
     the crop batch ``specs`` (each crop's ``rows`` rows, crop-major), then the unit's own again.
     ``hires``: the pass is the hires one (its hint is ``hr_hint_cond``); ``latent_size``: the
-    canvas in latent cells, ``(height, width)``."""
+    canvas in latent cells, ``(height, width)``. Units of `GLOBAL_TYPES` are left as they are."""
+    units = [u for u in units if getattr(getattr(u, "control_model_type", None), "name", "") in SPATIAL_TYPES]
     size = (latent_size[0] * LATENT_FACTOR, latent_size[1] * LATENT_FACTOR)
     for i, param in enumerate(units):
         full = _full_hint(param, hires)

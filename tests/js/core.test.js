@@ -78,6 +78,9 @@ test("buildPlan matches plan.build_plan for bundled presets and 300 random prese
         assert.equal(s.batch_size, e.batch_size, `${label}: batch size`);
         assert.equal(s.model_calls_per_step, e.model_calls_per_step, `${label}: model calls per step`);
         assert.ok(Math.abs(s.redundancy - e.redundancy) < 1e-9, `${label}: redundancy ${s.redundancy} vs ${e.redundancy}`);
+        const est = core.estimateCost(got);
+        assert.ok(Math.abs(est.seconds / e.estimate[0] - 1) < 1e-9 && Math.abs(est.bytes / e.estimate[1] - 1) < 1e-9,
+            `${label}: estimate ${est.seconds} s ${est.bytes} B vs ${e.estimate}`);
         compared += 1;
     }
     assert.ok(compared >= 340 && misfits >= 4, `compared ${compared}, misfits ${misfits}`);
@@ -384,18 +387,22 @@ test("weightField: normalised weights sum to 1 wherever a crop reaches", () => {
     assert.equal(core.weightField(regionsOnly, [[1, 1, 1]]).uncovered, 32 * 48, "the right half is uncovered");
 });
 
-test("estimateMemory: weights plus activations proportional to tile area x batch x 2", () => {
+test("estimateCost: the cost model's time and memory, as lib_mixture.cost computes them", () => {
     const grid = (tile, batch) => core.buildPlan({version: 1, tiles: {width: tile, height: tile, overlap: 64, batch_size: batch},
         weights: {kind: "gaussian", variance: 0.01}, regions: []}, 2048, 2048);
-    const m = core.MEMORY_MODEL;
-    const one = core.estimateMemory(grid(512, 1));
-    assert.equal(one.activationBytes, 64 * 64 * 2 * m.bytesPerLatentPixelRow);
+    const m = core.COST_MODEL;
+    assert.equal(m.name, "sd15-fp16-sdpa-h200");
+    const one = core.estimateCost(grid(512, 1));
+    assert.ok(Math.abs(one.activationBytes - (m.baseBytes + m.rowCellBytes * 2 * 64 * 64)) < 1e-3);
     assert.equal(one.bytes, m.weightsBytes + one.activationBytes);
-    assert.equal(core.estimateMemory(grid(512, 4)).activationBytes, 4 * one.activationBytes);
-    assert.equal(core.estimateMemory(grid(1024, 1)).activationBytes, 4 * one.activationBytes);
+    const n = grid(512, 1).crops.length;
+    assert.ok(Math.abs(one.seconds - n * (m.call + m.rowCell * 2 * 4096 + m.rowCell2 * 2 * 4096 * 4096)) < 1e-9);
+    const four = core.estimateCost(grid(512, 4));
+    assert.ok(four.activationBytes > 3.5 * (one.activationBytes - m.baseBytes) && four.seconds < one.seconds,
+        "4 crops a call: more memory, fewer calls");
     // a batch larger than the number of equal crops does not add memory
     const two = core.buildPlan({version: 1, tiles: {width: 1024, height: 2048, overlap: 0, batch_size: 16}}, 2048, 2048);
-    assert.equal(core.estimateMemory(two).rows, 128 * 256 * 2 * 2);
+    assert.equal(core.estimateCost(two).rows, 2 * 2);
 });
 
 test("hiresSize follows the WebUI's hires-fix target", () => {

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from lib_mixture.bundled import bundled_presets  # noqa: E402
+from lib_mixture.cost import estimate  # noqa: E402
 from lib_mixture.geometry import snap_box  # noqa: E402
 from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.planner import plan_axis  # noqa: E402
@@ -36,7 +37,7 @@ def plan_case(obj, width, height):
         "canvas": s["canvas"], "tile_grid": s["tile_grid"], "tiles": s["tiles"],
         "regions": [{"index": r["index"], "box": r["box"]} for r in s["regions"]],
         "crops": s["crops"], "batch_size": s["batch_size"], "redundancy": plan.redundancy,
-        "model_calls_per_step": s["model_calls_per_step"]}}
+        "model_calls_per_step": s["model_calls_per_step"], "estimate": list(estimate(plan))}}
 
 
 def random_preset(rng: random.Random, width: int, height: int) -> dict:

@@ -92,3 +92,59 @@ def build_controlnet(path, seed: int = DEFAULT_SEED + 1) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(state, path, {"random_controlnet": METADATA["random_checkpoint"]})
+
+
+# the SD 1.5 UNet's cross-attention widths in ControlNet's IP-Adapter layer order (its TransformerID
+# list: input blocks, output blocks, then the middle block); layer i has the keys "{2i+1}.to_k_ip"
+IP_ADAPTER_WIDTHS = [320, 320, 640, 640, 1280, 1280] + [1280] * 3 + [640] * 3 + [320] * 3 + [1280]
+IP_ADAPTER_NAME = "ip-adapter-random"  # no "plus", "faceid", "v2"...: ControlNet reads the variant from the name
+CLIP_VISION_FILE = "clip_h.pth"  # what ControlNet's ip-adapter_clip_sd15 preprocessor loads (or downloads)
+
+
+def build_ip_adapter(path, seed: int = DEFAULT_SEED + 2, context: int = 768, clip: int = 1024, tokens: int = 4) -> Path:
+    """Write a random plain IP-Adapter for SD 1.5 (image projection of a CLIP-H embedding to 4
+    tokens, and the image key / value projection of every cross-attention layer) in the layout
+    ControlNet loads from a safetensors file."""
+    import torch
+
+    import tiny_families
+
+    def rand(name, *shape):
+        g = tiny_families._generator(name, seed)
+        return torch.randn(shape, generator=g) / (shape[-1] ** 0.5 if len(shape) > 1 else 10.0)
+    state = {"image_proj.proj.weight": rand("proj.weight", tokens * context, clip),
+             "image_proj.proj.bias": rand("proj.bias", tokens * context),
+             "image_proj.norm.weight": 1.0 + rand("norm.weight", context),
+             "image_proj.norm.bias": rand("norm.bias", context)}
+    for i, width in enumerate(IP_ADAPTER_WIDTHS):
+        for kind in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{2 * i + 1}.{kind}.weight"] = rand(f"{i}.{kind}", width, context)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save({k: v.contiguous() for k, v in state.items()}, path, {"random_ip_adapter": METADATA["random_checkpoint"]})
+
+
+def build_clip_vision_h(models_dir, seed: int = DEFAULT_SEED + 3) -> Path:
+    """Write ``<models_dir>/clip_vision/clip_h.pth``: ControlNet's own CLIP ViT-H/14 vision config
+    (632 M parameters) with seeded random weights (transformers' initialisation), and point ControlNet's preprocessors at
+    ``models_dir`` (else they use a folder inside its checkout), so its IP-Adapter preprocessor
+    finds the file and downloads nothing."""
+    import importlib
+
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    import tiny_families
+
+    clipvision = importlib.import_module("annotator.clipvision")
+    clipvision.models_path = str(models_dir)
+    config = clipvision.configs["clip_h"]
+    torch.manual_seed(seed)  # transformers' own seeded initialisation (normal weights, unit LayerNorms)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
+    path = Path(models_dir) / "clip_vision" / CLIP_VISION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # torch's legacy format: the WebUI's restricted unpickler refuses the newer zip entries
+    torch.save(tiny_families.state_dict_of(model), tmp, _use_new_zipfile_serialization=False)
+    os.replace(tmp, path)
+    return path

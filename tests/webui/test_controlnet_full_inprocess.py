@@ -1,9 +1,10 @@
 """Mixture of Diffusers with a real-width ControlNet in the real WebUI's process.
 
 The tiny checkpoint cannot carry a ControlNet (ControlNet's SD 1.x layout is fixed at 320 channels),
-so this module builds a random-weight checkpoint with the full SD 1.5 architecture and a full-width
-random ControlNet (`full_width`: about 5.6 GB written to a temporary folder, a minute to build), loads
-them in the booted WebUI and runs small canvases (256x192 px) on the CPU: a few minutes in all.
+so this module builds a random-weight checkpoint with the full SD 1.5 architecture, a full-width
+random ControlNet and, for its IP-Adapter test, a random IP-Adapter and CLIP-H image encoder
+(`full_width`: about 8.1 GB written to a temporary folder, two minutes to build), loads them in the
+booted WebUI and runs small canvases (256x192 px) on the CPU: about 15 minutes in all.
 
 Opt-in (``MOD_FULL_WIDTH=1``), in its own process, with a ControlNet checkout (sd-webui-controlnet,
 the 2024-07 HEAD, with ``controlnet_aux`` and ``matplotlib`` in the WebUI's venv):
@@ -32,7 +33,7 @@ pytestmark = [
     *launcher.controlnet_skips(),
     pytest.mark.skipif(os.environ.get("MOD_FULL_WIDTH") != "1",
                        reason="slow: set MOD_FULL_WIDTH=1 to build and run the full-width SD 1.5 and ControlNet "
-                              "(5.6 GB in a temporary folder, about 10 minutes on 2 cores)"),
+                              "(8.1 GB in a temporary folder, about 15 minutes on 2 cores)"),
 ]
 
 W, H = 256, 192  # latent 32 x 24
@@ -247,3 +248,48 @@ def test_controlnet_tile_upscale_feeds_the_upscaled_image_to_every_tile(host, co
         stopped = upscale([tile_unit])
     assert stopped.images[0].size == (W, H) and len(count) == 2
     assert np.array_equal(pixels(upscale([tile_unit]).images[0]), pixels(res.images[0]))
+
+
+@pytest.fixture(scope="module")
+def ip_adapter(host, tmp_path_factory):
+    """A random IP-Adapter for SD 1.5 in ControlNet's models folder and a random CLIP-H image encoder
+    where its ip-adapter_clip_sd15 preprocessor looks (3 GB more; nothing downloaded)."""
+    import full_width
+
+    models = Path(sys.modules["modules.paths"].models_path) / "ControlNet"
+    full_width.build_ip_adapter(models / f"{full_width.IP_ADAPTER_NAME}.safetensors")
+    full_width.build_clip_vision_h(tmp_path_factory.mktemp("annotator-models"))
+    sys.modules["scripts.global_state"].update_cn_models()
+    return unit(module="ip-adapter_clip_sd15", model=full_width.IP_ADAPTER_NAME, image=control_image()[::-1].copy())
+
+
+def test_an_ip_adapter_conditions_every_crop_alike_with_tiles_and_regions(host, ip_adapter):
+    """IP-Adapter (an image prompt, nothing to crop) works: it changes the image; one tile covering
+    the canvas is the WebUI with it bit for bit; with tiles, and with regions beside a canny unit
+    (every call's rows marked cond / uncond, as its attention needs), it acts on every crop."""
+    import numpy as np
+
+    hook = sys.modules["scripts.hook"]
+    bare = run(host)
+    with_ip = run(host, [ip_adapter])
+    assert np.abs(pixels(bare.images[0]) - pixels(with_ip.images[0])).mean() > 0.5
+    one = run(host, [ip_adapter], {"version": 1, "tiles": dict(TILES, width=W, height=H)})
+    assert np.array_equal(pixels(one.images[0]), pixels(with_ip.images[0]))
+    tiles = run(host, [ip_adapter], {"version": 1, "tiles": TILES})
+    plain_tiles = run(host, [], {"version": 1, "tiles": TILES})
+    assert np.abs(pixels(tiles.images[0]) - pixels(plain_tiles.images[0])).mean() > 0.5
+    marked, real_unmark = [], hook.unmark_prompt_context
+
+    def unmark(x):
+        marked.append(hook.prompt_context_is_marked(x))
+        return real_unmark(x)
+    regions = [{"x": 0, "y": 0, "width": 128, "height": 192, "prompt": "a red barn", "cfg_scale": 5},
+               {"x": 128, "y": 0, "width": 128, "height": 192, "prompt": "a stone tower"}]
+    hook.unmark_prompt_context = unmark
+    try:
+        res = run(host, [ip_adapter, unit(module="canny", threshold_a=50, threshold_b=120)],
+                  {"version": 1, "regions": regions})
+    finally:
+        hook.unmark_prompt_context = real_unmark
+    assert res.images[0].size == (W, H) and np.isfinite(pixels(res.images[0])).all()
+    assert marked and all(marked)
