@@ -106,3 +106,15 @@ def test_the_cli_prints_the_estimate_and_chooses_under_a_budget(capsys):
     assert "no tile grid fits 1.00 GiB" in capsys.readouterr().err
     assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--budget", "0"]) == 2
     assert "--budget: 0 GiB" in capsys.readouterr().err
+
+
+def test_the_readme_shows_what_the_command_prints_today(capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--width", "3840", "--height", "2160", "--budget", "8",
+                     "--auto"]) == 0
+    lines = capsys.readouterr().out.splitlines()[-2:]
+    assert lines[0].startswith("  estimate") and lines[1].startswith("  auto")
+    for line in lines:
+        assert line in readme
