@@ -107,7 +107,10 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         const stats = await page.textContent("#mod_txt2img_editor .mod-stats");
         assert.match(stats, /Canvas 1024×512 · tiles 2×1 = 2 of 768×512 px, real overlaps x 512 px/);
         assert.match(stats, /model calls? per step/);
-        assert.match(stats, /peak ≈ \d+\.\d GiB \(estimate\)/);
+        assert.match(stats, /≈ \d+\.\d\d s\/step, peak ≈ \d+\.\d GiB \(estimate\)/);
+        const formula = await page.textContent("#mod_txt2img_editor .mod-formula");
+        assert.match(formula, /cost model sd15-fp16-sdpa-h200, fitted to model calls measured on that device: 2\.0 GiB of weights \+ 16\.0 KiB/);
+        assert.match(await page.getAttribute("#mod_txt2img_editor .mod-formula", "title"), /NVIDIA H200, fp16/);
     });
 
     test("the controls write the JSON, snapped to 8 px, and show the snapped value", async () => {
