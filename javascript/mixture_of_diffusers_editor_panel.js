@@ -126,6 +126,8 @@
             else if (up.source) text += "source " + up.source.width + x + up.source.height + " \u2192 target " + up.width + x + up.height + " (" + up.fit + ")";
             else if (up.width) text += "target " + up.width + x + up.height + " (" + up.fit + "); put an image into img2img to see how it fits";
             else text += up.scale + x + " the source; put an image into img2img to see the target";
+            var tile = MoDCore.upscaleSettings(this.state.preset.upscale).controlnet_tile;
+            if (tile) text += " \u00b7 ControlNet tile: " + tile + " (a ControlNet unit holds every tile to the upscaled image)";
         }
         if (this.upscaleNote.textContent !== text) this.upscaleNote.textContent = text;
         this.upscaleNote.hidden = !text;

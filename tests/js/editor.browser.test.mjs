@@ -377,6 +377,7 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
         assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value='4K UHD 3840×2160']"));
         assert.match(await page.textContent("#mod_img2img_editor"), /ControlNet tile\./);
+        assert.match(await page.textContent("#mod_img2img_editor .mod-upscale-note"), / · ControlNet tile: auto \(a ControlNet unit/);
         await page.click("#mod_img2img_upscale_fit input[value=pad]");
         c = await configWhen((j) => j.upscale.fit === "pad", "img2img");
         assert.equal(c.upscale.controlnet_tile, "auto", "the section's other controls keep it");

@@ -32,6 +32,7 @@ W, H = 192, 128  # latent 24 x 16
 TILES = {"width": 96, "height": 96, "overlap": 32, "batch_size": 2}  # 6 tiles, 3 calls a step
 ADAPTER = "tiny-t2i-adapter"
 TILE_ADAPTER = "tiny-tile-adapter"
+SDXL_TILE = "a-tile-adapter-sdxl"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,8 @@ def cn_host(tmp_path_factory):
     write_adapter(models / f"{ADAPTER}.safetensors")
     write_adapter(models / f"{ADAPTER}-b.safetensors", seed=9)  # a second model
     write_adapter(models / f"{TILE_ADAPTER}.safetensors", seed=10)  # "auto" finds it
+    # named for SDXL and sorted first: "auto" passes it over for the SD 1.x checkpoint
+    write_adapter(models / f"{SDXL_TILE}.safetensors", seed=11)
     sys.modules["scripts.global_state"].update_cn_models()
     return shared, found["ControlNet"], found["Mixture of Diffusers"]
 
@@ -344,13 +347,17 @@ def test_the_controlnet_tile_field_adds_one_tile_unit_fed_the_upscaled_image(cn_
     assert np.abs(pixels(beside.images[0]) - pixels(by_hand.images[0])).mean() > 0.5
 
 
-def test_the_controlnet_tile_field_names_a_missing_model_before_any_step(cn_host):
+@pytest.mark.parametrize("name, message", [
+    ("no-such-model", r"upscale\.controlnet_tile: no ControlNet model named 'no-such-model'; installed: .*tiny-tile-adapter"),
+    (SDXL_TILE, r"upscale\.controlnet_tile: a-tile-adapter-sdxl \[\w+\] is a ControlNet model for another model family "
+                r"than the loaded checkpoint \(SD1x\)"),
+])
+def test_the_controlnet_tile_field_names_a_missing_or_unfit_model_before_any_step(cn_host, name, message):
     import inprocess
 
     with inprocess.cfg_calls() as steps:
-        with pytest.raises(Exception, match=r"upscale\.controlnet_tile: no ControlNet model named 'no-such-model'; "
-                                            r"installed: .*tiny-tile-adapter"):
-            upscale_job(cn_host, [unit(enabled=False)], {"controlnet_tile": "no-such-model"})
+        with pytest.raises(Exception, match=message):
+            upscale_job(cn_host, [unit(enabled=False)], {"controlnet_tile": name})
     assert steps == []
 
 
