@@ -94,12 +94,14 @@ def _least_squares(columns: Sequence[Sequence[float]], target: Sequence[float]) 
     relative-error fit, by the normal equations (a handful of unknowns)."""
     k = len(columns)
     scaled = [[col[i] / target[i] for i in range(len(target))] for col in columns]
+    norms = [math.sqrt(sum(v * v for v in col)) or 1.0 for col in scaled]  # unit columns: terms of any size
+    scaled = [[v / n for v in col] for col, n in zip(scaled, norms)]
     a = [[sum(x * y for x, y in zip(scaled[r], scaled[c])) for c in range(k)] for r in range(k)]
     b = [sum(scaled[r]) for r in range(k)]
     for col in range(k):  # Gaussian elimination with partial pivoting
         pivot = max(range(col, k), key=lambda r: abs(a[r][col]))
         a[col], a[pivot], b[col], b[pivot] = a[pivot], a[col], b[pivot], b[col]
-        if a[col][col] == 0:
+        if abs(a[col][col]) <= 1e-12:
             raise ValueError("the measurements do not determine the coefficients (add other sizes)")
         for r in range(col + 1, k):
             f = a[r][col] / a[col][col]
@@ -108,7 +110,7 @@ def _least_squares(columns: Sequence[Sequence[float]], target: Sequence[float]) 
     out = [0.0] * k
     for r in reversed(range(k)):
         out[r] = (b[r] - sum(a[r][c] * out[c] for c in range(r + 1, k))) / a[r][r]
-    return out
+    return [c / n for c, n in zip(out, norms)]
 
 
 def _non_negative_fit(columns: Sequence[Sequence[float]], target: Sequence[float]) -> list[float]:
