@@ -22,6 +22,8 @@ out of the fit.
 from __future__ import annotations
 
 import argparse
+import datetime
+import platform
 import statistics
 import sys
 from pathlib import Path
@@ -60,9 +62,11 @@ def main(argv=None) -> int:
     models = build_models(args.tiny, device, dtype)
     weights = sum(p.numel() * p.element_size() for m in (models.unet, models.vae) for p in m.parameters())
     weights += 123_060_480 * torch.finfo(dtype).bits // 8  # the CLIP ViT-L/14 text encoder the WebUI also holds
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    gpu = (torch.cuda.get_device_name(device) if device.type == "cuda"
+           else f"{torch.get_num_threads()} CPU threads ({platform.machine()})")
     attention = "SDPA" if hasattr(torch.nn.functional, "scaled_dot_product_attention") else "plain"
-    name = args.name or f"sd15{'-tiny' if args.tiny else ''}-{args.dtype}-{attention.lower()}-{gpu.split()[-1].lower()}"
+    where = gpu.split()[-1].lower() if device.type == "cuda" else "cpu"
+    name = args.name or f"sd15{'-tiny' if args.tiny else ''}-{args.dtype}-{attention.lower()}-{where}"
     meter = Meter(device)
     say(f"device {device} ({gpu}), {'tiny' if args.tiny else 'SD 1.5'} UNet, {args.dtype}, {attention}, "
         f"weights {weights / GIB:.2f} GiB, median of {args.repeats}")
@@ -92,8 +96,8 @@ def main(argv=None) -> int:
             say(f"  rows {rows:3} side {side:4}: {seconds:.4f} s, extra {extra / GIB:.3f} GiB")
 
     source = (f"{gpu}, {args.dtype}, {'a tiny UNet' if args.tiny else 'the SD 1.5 UNet architecture'} with random "
-              f"weights, {attention} attention, torch {torch.__version__}; bench/calibrate_cost.py, median of "
-              f"{args.repeats}")
+              f"weights, {attention} attention, torch {torch.__version__}, {datetime.date.today().isoformat()}; "
+              f"bench/calibrate_cost.py, median of {args.repeats}")
     model = fit(name, source, float(weights), measured, quadratic_memory=args.quadratic_memory)
     say(f"\n{name}: seconds = {model.call:.4g} + {model.row_cell:.4g} rows*cells + {model.row_cell2:.4g} rows*cells^2; "
         f"bytes = {model.base_bytes:.4g} + {model.row_cell_bytes:.4g} rows*cells + {model.row_cell2_bytes:.4g} rows*cells^2")
