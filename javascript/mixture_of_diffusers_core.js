@@ -387,7 +387,8 @@
     /**
      * Predicted time per sampling step and peak memory of `plan` (one image; sampling, not VAE
      * decoding), as lib_mixture.cost.CostModel.step: each group of n equal crops runs
-     * ceil(n / batch) calls of rows = min(batch, n) x 2 (cond + uncond) crops of `cells` latent cells,
+     * ceil(n / batch) calls of equal size (the last one smaller, as the engine splits them), each
+     * of rows = crops x 2 (cond + uncond) crops of `cells` latent cells,
      *
      *     seconds = call + rowCell x rows x cells + rowCell2 x rows x cells^2   (per call, summed)
      *     bytes   = baseBytes + rowCellBytes x rows x cells + rowCell2Bytes x rows x cells^2   (largest call)
@@ -398,9 +399,11 @@
     function estimateCost(plan, model) {
         model = model || COST_MODEL;
         var seconds = 0, activations = 0, rows = 0;
+        var time = function(r, cells) { return model.call + model.rowCell * r * cells + model.rowCell2 * r * cells * cells; };
         plan.groups.forEach(function(g) {
-            var perCall = Math.min(plan.batchSize, g.count), r = perCall * 2, cells = g.area;
-            seconds += Math.ceil(g.count / perCall) * (model.call + model.rowCell * r * cells + model.rowCell2 * r * cells * cells);
+            var calls = Math.ceil(g.count / plan.batchSize), size = Math.ceil(g.count / calls), cells = g.area;
+            var last = g.count - size * (calls - 1), r = size * 2;
+            seconds += (calls - 1) * time(r, cells) + time(last * 2, cells);
             var bytes = model.baseBytes + model.rowCellBytes * r * cells + model.rowCell2Bytes * r * cells * cells;
             if (bytes > activations) { activations = bytes; rows = r; }
         });

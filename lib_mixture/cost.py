@@ -74,13 +74,17 @@ class CostModel:
     def step(self, groups: Iterable[tuple[int, int]], batch_size: int, rows_per_crop: int = ROWS_PER_CROP
              ) -> tuple[float, float]:
         """``(seconds, peak_bytes)`` of one sampling step over crop ``groups`` ``(count, cells)``
-        batched ``batch_size`` crops a call; the peak includes the weights."""
+        at ``batch_size`` crops a call, split as the engine splits them (`lib_mixture.mixture`:
+        ceil(count / batch_size) calls of equal size, the last one smaller); the peak includes the
+        weights."""
         seconds, peak = 0.0, 0.0
         for count, cells in groups:
-            per_call = min(batch_size, count)
-            calls = math.ceil(count / per_call)
-            seconds += calls * self.call_seconds(per_call * rows_per_crop, cells)
-            peak = max(peak, self.call_bytes(per_call * rows_per_crop, cells))
+            calls = math.ceil(count / batch_size)
+            size = math.ceil(count / calls)
+            last = count - size * (calls - 1)
+            seconds += ((calls - 1) * self.call_seconds(size * rows_per_crop, cells)
+                        + self.call_seconds(last * rows_per_crop, cells))
+            peak = max(peak, self.call_bytes(size * rows_per_crop, cells))
         return seconds, self.weights_bytes + peak
 
     def to_json(self) -> str:
