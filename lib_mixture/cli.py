@@ -264,9 +264,7 @@ def _auto(args: argparse.Namespace, model: cost.CostModel, plan: MixturePlan, pr
         best, fits = cost.choose(model, plan.canvas_width, plan.canvas_height, overlap, args.budget * cost.GIB)
     except ValueError as e:
         raise PresetError([f"--budget: {e}"], "arguments") from None
-    args.tile_width = args.tile_height = best.tile_width if best.tile_width == best.tile_height else None
-    if args.tile_width is None:  # clamped to a narrow canvas: both sides given
-        args.tile_width, args.tile_height = best.tile_width, best.tile_height
+    args.tile_width, args.tile_height = best.tile_width, best.tile_height  # clamped to a narrow canvas: may differ
     args.overlap, args.batch_size = overlap, best.batch_size
     return best, fits
 

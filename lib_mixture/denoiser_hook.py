@@ -59,11 +59,6 @@ class HostHooks:
     that depends on the crop's size (the WebUI's Hypertile splits attention by aspect ratio).
     ``crop_conds((cond, uncond), spec, vectors)`` returns a crop's conditionings with its own
     vector (`lib_mixture.micro_cond`); without it region jobs keep the host's vectors.
-    ``crop_controls(specs, rows)`` is a context manager entered around each model call of the tile
-    path (`TiledInner`), for host inputs read inside the model that are canvas-sized (ControlNet's
-    control images): the call's crops, each with ``rows`` rows, crop-major. `mixture_forward` enters
-    it around each host call with ``rows`` 1: the host lays out that call's rows itself, so the
-    adapter gives it one crop per call (a one-row input the model broadcasts).
     """
 
     join: Callable[[list, list], tuple[Any, Any]]
@@ -73,7 +68,6 @@ class HostHooks:
     before_batch: Callable[[int, int], None] | None = None
     around_call: Callable[[Sequence[CropSpec]], Any] | None = None
     crop_conds: Callable[[tuple[Any, Any], CropSpec, CropVectors], tuple[Any, Any]] | None = None
-    crop_controls: Callable[[Sequence[CropSpec], int], Any] | None = None
 
 
 @dataclass
@@ -86,6 +80,13 @@ class PassState:
     for (`lib_mixture.guide.active_calls`); ``levels`` says whether the sampler passes sigmas
     (k-diffusion) or timesteps (DDIM-type, then ``alphas_cumprod`` maps a timestep to its
     alpha-bar). ``vectors`` gives crops their own SDXL size conditioning (None: the host's).
+
+    ``controls(specs, rows)``, when set, is a context manager entered around each model call, for
+    host inputs read inside the model that are canvas-sized (ControlNet's control images): on the
+    tile path (`TiledInner`) the call's crops, each with ``rows`` rows, crop-major;
+    `mixture_forward` enters it around each host call with ``rows`` 1: the host lays out that
+    call's rows itself, so the plan must give it one crop per call (a one-row input the model
+    broadcasts).
     """
 
     mixture: CompiledMixture
@@ -98,6 +99,7 @@ class PassState:
     calls: int = 0  # canvas calls so far (tests and progress)
     inner: bool = False  # every crop has the canvas's conditioning and scale: `inner_forward`
     vectors: CropVectors | None = None
+    controls: Callable[[Sequence[CropSpec], int], Any] | None = None
 
 
 def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tensor, uncond: Any, cond: Any,
@@ -128,10 +130,10 @@ def mixture_forward(orig: Callable, den: Any, x: torch.Tensor, sigma: torch.Tens
         den.step = step0  # every crop sees the same schedule index
         around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
         controls = nullcontext()
-        if hooks.crop_controls is not None:
+        if state.controls is not None:
             if k != 1:
                 raise RuntimeError("spatial host inputs on the per-batch path need one crop per host call")
-            controls = hooks.crop_controls(specs, 1)
+            controls = state.controls(specs, 1)
         with _previews(hooks) as previews, around, controls:
             out = orig(den, x_in, sigma_in, u, c, scale, s_min_uncond, ic)
         parts = [out, sampler.last_latent if sampler is not None else out]
@@ -222,7 +224,7 @@ class TiledInner:
                 tiled_args = [_crop_vector(v, self.state.vectors, specs, rows) for v in tiled_args]
                 tiled = {k: _crop_vector(v, self.state.vectors, specs, rows) for k, v in tiled.items()}
             around = hooks.around_call(specs) if hooks.around_call is not None else nullcontext()
-            controls = hooks.crop_controls(specs, rows) if hooks.crop_controls is not None else nullcontext()
+            controls = self.state.controls(specs, rows) if self.state.controls is not None else nullcontext()
             with around, controls:
                 out = self.inner(x_in, sigma_in, *tiled_args, **tiled)
             _check_rows([out], rows * len(specs))

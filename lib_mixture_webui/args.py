@@ -17,6 +17,7 @@ from lib_mixture.limits import DEFAULT_LIMITS, Limits
 from lib_mixture.preset import Preset, PresetError, image_seed, loads_preset, parse_preset
 
 INFOTEXT_KEY = "Mixture of Diffusers"
+SOURCE = "Mixture of Diffusers argument"  # what PresetError messages call the script's arguments
 WARNINGS_KEY = "Mixture of Diffusers warnings"
 
 
@@ -27,22 +28,22 @@ def read_args(args: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[boo
         return False, None
     first = values[0]
     if isinstance(first, dict):  # API: the preset object itself
-        return True, parse_preset(first, "Mixture of Diffusers argument", limits)
+        return True, parse_preset(first, SOURCE, limits)
     if isinstance(first, str) and first.strip().startswith("{"):
-        return True, loads_preset(first, "Mixture of Diffusers argument", limits)
+        return True, loads_preset(first, SOURCE, limits)
     enabled = _truthy(first)
     config = values[1] if len(values) > 1 else None
     if not enabled:
         return False, None
     if config is None or (isinstance(config, str) and not config.strip()):
         raise PresetError(["args[1]: the extension is enabled but has no configuration: give a preset object "
-                           "(tiles and/or regions)"], "Mixture of Diffusers argument")
+                           "(tiles and/or regions)"], SOURCE)
     if isinstance(config, dict):
-        return True, parse_preset(config, "Mixture of Diffusers argument", limits)
+        return True, parse_preset(config, SOURCE, limits)
     if isinstance(config, str):
-        return True, loads_preset(config, "Mixture of Diffusers argument", limits)
+        return True, loads_preset(config, SOURCE, limits)
     raise PresetError([f"args[1]: expected a preset object or JSON text, got {type(config).__name__}"],
-                      "Mixture of Diffusers argument")
+                      SOURCE)
 
 
 def _truthy(value: Any) -> bool:
@@ -54,7 +55,7 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in _FLAGS:
         return _FLAGS[value.strip().lower()]
     raise PresetError([f"args[0]: expected true or false (or the preset object, or its JSON text), got "
-                       f"{type(value).__name__}"], "Mixture of Diffusers argument")
+                       f"{type(value).__name__}"], SOURCE)
 
 
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False,

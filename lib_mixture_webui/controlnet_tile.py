@@ -18,10 +18,11 @@ from typing import Any
 
 from lib_mixture.preset import PresetError
 
+from .args import SOURCE
+
 FIELD = "upscale.controlnet_tile"
 AUTO = "auto"
 PREPROCESSOR = "tile_resample"
-SOURCE = "Mixture of Diffusers argument"
 
 
 def _state():

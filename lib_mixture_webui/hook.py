@@ -9,7 +9,6 @@ Wrapping the class (not an instance) reaches every sampler of every pass in WebU
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import sys
 from typing import Any
@@ -47,10 +46,8 @@ def dispatch(original, den, ctx, x, sigma, uncond, cond, cond_scale, s_min_uncon
     state = ctx.passes.state(p, den, x, uncond)
     if state is None:
         return original(den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
-    crops = ctx.passes.crop_controls(p, x)  # ControlNet's hints, checked once per pass
-    hooks = _HOOKS if crops is None else dataclasses.replace(_HOOKS, crop_controls=crops)
     forward = inner_forward if state.inner else mixture_forward
-    return forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state, hooks)
+    return forward(original, den, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, state, _HOOKS)
 
 
 def _switch_refiner(den, sigma) -> bool:

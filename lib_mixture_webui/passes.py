@@ -32,12 +32,10 @@ class PassBuilder:
     def __init__(self, job: Job, noise: RegionNoise, guides: dict[int, GuideImage], cond_cache: EqualityLRU):
         self.job, self.noise, self.guides, self.cond_cache = job, noise, dict(guides), cond_cache
         self._states: dict[PassKey, PassState | None] = {}
-        self._controls: dict[PassKey, Any] = {}
 
     def forget(self) -> None:
         """Build again from the next step (the refiner was loaded: its own conds)."""
         self._states.clear()
-        self._controls.clear()
 
     def state(self, p: Any, den: Any, x: torch.Tensor, uncond: Any) -> PassState | None:
         """The mixture state for the pass this call of ``x`` ``[B, C, H, W]`` belongs to.
@@ -46,22 +44,13 @@ class PassBuilder:
         the canvas: the host's own prediction, computed without any overhead). Raises
         `lib_mixture_webui.controlnet.ControlNetNotSupported` for ControlNet units it cannot crop.
         """
-        key = self._key(p, x)
+        hires = bool(getattr(p, "is_hr_pass", False))
+        key = PassKey(int(getattr(p, "iteration", 0)), hires, tuple(x.shape))
         if key not in self._states:
-            self._states[key] = self._build(p, den, x, uncond, key) if self.job.applies_to(key.hires) else None
+            self._states[key] = self._build(p, den, x, uncond, hires) if self.job.applies_to(hires) else None
         return self._states[key]
 
-    def crop_controls(self, p: Any, x: torch.Tensor) -> Any:
-        """The pass's `lib_mixture.denoiser_hook.HostHooks.crop_controls` (ControlNet's hints per
-        crop), or None without ControlNet; built with the pass's state."""
-        return self._controls.get(self._key(p, x))
-
-    @staticmethod
-    def _key(p: Any, x: torch.Tensor) -> PassKey:
-        return PassKey(int(getattr(p, "iteration", 0)), bool(getattr(p, "is_hr_pass", False)), tuple(x.shape))
-
-    def _build(self, p: Any, den: Any, x: torch.Tensor, uncond: Any, key: PassKey) -> PassState | None:
-        hires = key.hires
+    def _build(self, p: Any, den: Any, x: torch.Tensor, uncond: Any, hires: bool) -> PassState | None:
         plan = self.job.plans.for_latent(x.shape[-2], x.shape[-1])
         controlnet = cn.active_units(p)
         if controlnet is None:
@@ -88,8 +77,9 @@ class PassBuilder:
             guides = self._guides(p, den, x, plan, hires, canvas_guide)
         if controlnet:
             conds = cn.marked_like_host(conds, uncond)
-            self._controls[key] = cn.hint_cropper(controlnet, hires, tuple(x.shape[-2:]))
         state = build_pass(plan, x.device, conds, keys, **guides)
+        if controlnet:  # ControlNet's hints per crop, checked once per pass
+            state.controls = cn.hint_cropper(controlnet, hires, tuple(x.shape[-2:]))
         state.vectors, warning = sdxl.crop_vectors(shared.sd_model, uncond, (height, width),
                                                    self.job.preset.micro_conditioning)
         if warning:

@@ -12,7 +12,7 @@ from modules import images, shared
 from lib_mixture.preset import PresetError, Upscale
 from lib_mixture.upscale import lanczos, target_size, upscale_image
 
-SOURCE = "Mixture of Diffusers argument"
+from .args import SOURCE
 
 
 def upscaler_names() -> list[str]:

@@ -415,7 +415,7 @@ def test_an_interrupt_in_the_tile_path_restores_the_inner_model():
     assert "apply_model" not in vars(real.inner_model)
 
 
-def test_the_tile_path_enters_crop_controls_around_each_call_with_its_crops_and_rows():
+def test_the_tile_path_enters_the_pass_controls_around_each_call_with_its_crops_and_rows():
     """What a host's spatial input (ControlNet's control image) needs: inside each model call the
     hook holds that call's crops and rows per crop, crop-major, and nothing outside the calls."""
     import contextlib
@@ -440,12 +440,12 @@ def test_the_tile_path_enters_crop_controls_around_each_call_with_its_crops_and_
         seen.append(boxes)
         return x
 
-    inner = TiledInner(model, PassState(mixture, inner=True), HostHooks(join=None, crop_controls=crop_controls))
+    inner = TiledInner(model, PassState(mixture, inner=True, controls=crop_controls), HostHooks(join=None))
     inner(torch.randn(3, 4, 24, 40), torch.ones(3), cond={"c_crossattn": [torch.randn(3, 77, 16)]})
     assert held[0] is None and [b for boxes in seen for b in boxes] == [c.box for c in crops]
 
 
-def test_the_per_batch_path_gives_crop_controls_one_crop_per_host_call():
+def test_the_per_batch_path_gives_the_pass_controls_one_crop_per_host_call():
     import contextlib
 
     emb, x, sigmas, extra = setup()
@@ -457,10 +457,10 @@ def test_the_per_batch_path_gives_crop_controls_one_crop_per_host_call():
         yield
 
     den = HookedDenoiser(ToyModel())
-    den.hooks = HostHooks(join=HOOKS.join, crop_controls=crop_controls)
-    den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40, batch_size=1))
+    den.hooks = HostHooks(join=HOOKS.join)
+    den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40, batch_size=1), controls=crop_controls)
     den(x.clone(), sigmas[:1].repeat(2), **extra)
     assert calls and set(calls) == {(1, 1)}
-    den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40, batch_size=2))
+    den.state = PassState(compile_mixture(tile_crops(40, 24, 16, 16, 4), 24, 40, batch_size=2), controls=crop_controls)
     with pytest.raises(RuntimeError, match="one crop per host call"):
         den(x.clone(), sigmas[:1].repeat(2), **extra)
