@@ -16,12 +16,12 @@
             "canvas.width": {"kind": "integer", "doc": "Canvas width.", "min": 8, "max": 16384, "required": true, "unit": "px"},
             "canvas.height": {"kind": "integer", "doc": "Canvas height.", "min": 8, "max": 16384, "required": true, "unit": "px"},
             "tiles": {"kind": "object", "doc": "A background grid of tiles driven by the main prompt. The planner places the fewest tiles with at least this overlap.", "nullable": true, "default": null},
-            "tiles.width": {"kind": "integer", "doc": "Tile width (clamped to the canvas).", "min": 64, "max": 16384, "unit": "px", "default": 768},
-            "tiles.height": {"kind": "integer", "doc": "Tile height (clamped to the canvas).", "min": 64, "max": 16384, "unit": "px", "default": 768},
+            "tiles.width": {"kind": "integer", "doc": "Tile width (clamped to the canvas); auto: with tiles.height, the square tile with the lowest predicted step time that fits the device's free memory (see Time and memory).", "min": 64, "max": 16384, "auto": true, "unit": "px", "default": "auto"},
+            "tiles.height": {"kind": "integer", "doc": "Tile height (clamped to the canvas); auto: see tiles.width.", "min": 64, "max": 16384, "auto": true, "unit": "px", "default": "auto"},
             "tiles.overlap": {"kind": "integer", "doc": "Minimum overlap of neighbouring tiles, one value or per axis {x, y}.", "min": 0, "max": 16376, "perAxis": true, "unit": "px", "default": 64},
             "tiles.overlap.x": {"kind": "integer", "doc": "Minimum overlap across columns.", "min": 0, "max": 16376, "required": true, "unit": "px"},
             "tiles.overlap.y": {"kind": "integer", "doc": "Minimum overlap across rows.", "min": 0, "max": 16376, "required": true, "unit": "px"},
-            "tiles.batch_size": {"kind": "integer", "doc": "Crops per model call (speed only: results do not depend on it).", "min": 1, "max": 64, "default": 4},
+            "tiles.batch_size": {"kind": "integer", "doc": "Crops per model call (speed only: results do not depend on it); auto: the batch with the lowest predicted step time that fits the device's free memory.", "min": 1, "max": 64, "auto": true, "default": "auto"},
             "weights": {"kind": "object", "doc": "How every crop fades into its neighbours.", "default": null},
             "weights.kind": {"kind": "enum", "doc": "gaussian (the paper's) or constant.", "options": ["gaussian", "constant"], "default": "gaussian"},
             "weights.variance": {"kind": "number", "doc": "Gaussian variance (paper: 0.01); larger is softer.", "min": 0.0, "max": 10.0, "exclusiveMin": true, "default": 0.01},
@@ -53,7 +53,12 @@
             "vae.tiling": {"kind": "enum", "doc": "auto: tiled when a plain pass would not fit in free memory; on: always; off: never.", "options": ["auto", "on", "off"], "default": "auto"},
             "vae.tile": {"kind": "integer", "doc": "Core tile edge; null: chosen from the free memory.", "min": 64, "max": 4096, "multipleOf": 8, "nullable": true, "unit": "px", "default": null}
         },
-        "costModel": {"name": "sd15-fp16-sdpa-h200", "source": "one NVIDIA H200, fp16, the SD 1.5 UNet architecture with random weights, PyTorch SDPA (flash attention: memory linear in the tokens), 2026-11: each figure the median step of one run of a 3840x2160 or 2048x2048 canvas divided by its calls; extra = peak allocated beyond the weights. bench/calibrate_cost.py measures the same on a lent GPU", "weightsBytes": 2147483648.0, "call": 0.03000443175568497, "rowCell": 3.3563539122328055e-07, "rowCell2": 3.002231758213687e-11, "baseBytes": 40595166.09297904, "rowCellBytes": 16351.780952571657, "rowCell2Bytes": 0.0}
+        "defaultCostModel": "sd15-fp16-sdpa-h200",
+        "auto": {"fallbackSide": 768, "fallbackBatch": 4, "defaultBudgetGib": 8.0, "sideStep": 64, "maxBatch": 64, "rowsPerCrop": 2},
+        "costModels": {
+            "sd15-fp16-sdpa-h200": {"name": "sd15-fp16-sdpa-h200", "source": "one NVIDIA H200, fp16, the SD 1.5 UNet architecture with random weights, PyTorch SDPA (flash attention: memory linear in the tokens), 2026-11: each figure the median step of one run of a 3840x2160 or 2048x2048 canvas divided by its calls; extra = peak allocated beyond the weights. bench/calibrate_cost.py measures the same on a lent GPU", "family": "sd1", "device": "cuda", "dtype": "fp16", "tileSides": [512, 768], "weightsBytes": 2147483648.0, "call": 0.03000443175568497, "rowCell": 3.3563539122328055e-07, "rowCell2": 3.002231758213687e-11, "baseBytes": 40595166.09297904, "rowCellBytes": 16351.780952571657, "rowCell2Bytes": 0.0},
+            "sd15-fp32-sdpa-cpu-2core": {"name": "sd15-fp32-sdpa-cpu-2core", "source": "2 CPU threads (x86_64), fp32, the SD 1.5 UNet architecture with random weights, SDPA attention, torch 2.14.1+cu130, 2026-12-01; bench/calibrate_cost.py --device cpu --dtype fp32 --sides 16,24,32,48 --rows 2,4,8 --repeats 2 (crops of 128 to 384 px: larger ones are extrapolated)", "family": "sd1", "device": "cpu", "dtype": "fp32", "tileSides": [512, 768], "weightsBytes": 4264941228.0, "call": 1.1540924048196002, "rowCell": 0.0005951508509411713, "rowCell2": 1.3475008732695152e-07, "baseBytes": 133831417.43267843, "rowCellBytes": 47204.28417758692, "rowCell2Bytes": 0.0}
+        }
     };
     if (typeof module !== "undefined" && module.exports) module.exports = MoDFields;
     else root.MoDFields = MoDFields;

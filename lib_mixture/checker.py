@@ -11,7 +11,7 @@ import difflib
 import json
 from typing import Any
 
-from .fields import FIELD, Field, children, keys
+from .fields import AUTO, FIELD, Field, children, keys
 
 
 def show(value: Any) -> str:
@@ -71,6 +71,8 @@ class Checker:
         at = join(where, f.key)
         if value is None and f.nullable:
             return None
+        if f.auto and value == AUTO:
+            return AUTO
         if f.kind == "enum":
             return self._choice(f, value, at)
         if f.kind == "string":
@@ -81,7 +83,8 @@ class Checker:
             lo = f.minimum if lo is None else lo
             hi = f.maximum if hi is None else hi
             exclusive = f.exclusive_minimum
-        return self._number(f, value, at, lo, hi, exclusive, f.range_text(lo, hi, fraction) + note)
+        auto = f' or "{AUTO}"' if f.auto else ""
+        return self._number(f, value, at, lo, hi, exclusive, f.range_text(lo, hi, fraction) + note + auto)
 
     def _number(self, f: Field, value: Any, at: str, lo: Any, hi: Any, exclusive: bool, allowed: str) -> Any:
         integer = f.kind == "integer"

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Iterable
 
 from . import cost
+from .auto_plan import DEFAULT_BUDGET_GIB, Budget, Resolution, resolve
 from .bundled import bundled_presets, load_bundled
 from .geometry import Box
 from .guide_source import LOCAL_USER, resolve_path
 from .plan import MixturePlan, build_plan
+from .fields import AUTO
 from .preset import HASH_PREFIX, Canvas, Preset, PresetError, TileGrid, load_preset, parse_preset
 
 DEFAULT_PRESET = "paper-fig4-composition"
@@ -78,15 +80,22 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--cost", default=cost.DEFAULT, choices=cost.available(),
                       help="the cost model of the time and memory estimate (lib_mixture/costs; default %(default)s)")
     plan.add_argument("--budget", type=float, metavar="GIB",
-                      help="device memory for the job in GiB: the estimate says whether the plan fits it")
+                      help="device memory for the job in GiB: the estimate says whether the plan fits it, and "
+                           f"\"auto\" tile and batch sizes are chosen for it (default for those: {DEFAULT_BUDGET_GIB:g})")
     plan.add_argument("--auto", action="store_true",
-                      help="with --budget: choose the tile size (512-1024 px, square) and batch size with the lowest "
-                           "predicted step time that fits the budget, at the preset's (or --overlap) overlap")
+                      help="make the tile size and batch size \"auto\": the square tile (the cost model's band, "
+                           "512-768 px for SD 1.5) and batch with the lowest predicted step time that fits the "
+                           "budget, at the preset's (or --overlap) overlap")
     sub.add_parser("presets", help="list the bundled presets")
     return parser
 
 
 def _with_overrides(preset: Preset, args: argparse.Namespace) -> Preset:
+    if args.auto:
+        if args.tile_width is not None or args.tile_height is not None or args.batch_size is not None:
+            raise PresetError(["--auto chooses the tile size and the batch size: leave out --tile-width, "
+                               "--tile-height and --batch-size"], "arguments")
+        args.tile_width = args.tile_height = args.batch_size = AUTO
     tile_args = (args.tile_width, args.tile_height, args.overlap)
     if all(v is None for v in tile_args) and args.batch_size is None:
         return preset
@@ -107,8 +116,10 @@ def _with_overrides(preset: Preset, args: argparse.Namespace) -> Preset:
     return parse_preset(obj, "arguments")
 
 
-def run_plan(args: argparse.Namespace) -> tuple[MixturePlan, Preset, Path | None]:
-    """The plan the arguments ask for, its preset and the preset's file (None: from the options)."""
+def run_plan(args: argparse.Namespace, model: cost.CostModel | None = None
+             ) -> tuple[MixturePlan, Preset, Path | None, Resolution]:
+    """The plan the arguments ask for, its preset, the preset's file (None: from the options) and
+    how its "auto" values were chosen (with ``model`` within ``--budget``)."""
     tile_args = (args.tile_width, args.tile_height, args.overlap)
     path = None
     if args.preset:
@@ -123,9 +134,17 @@ def run_plan(args: argparse.Namespace) -> tuple[MixturePlan, Preset, Path | None
     else:
         preset = load_preset(path)
     preset = _with_overrides(preset, args)
+    budget = Budget(model or cost.load(args.cost), (args.budget or DEFAULT_BUDGET_GIB) * cost.GIB,
+                    f"--budget {args.budget:g} GiB" if args.budget else f"the default of --budget, {DEFAULT_BUDGET_GIB:g} GiB")
+    width, height = args.width, args.height
+    if width is None or height is None:
+        width = preset.canvas.width if width is None and preset.canvas else width
+        height = preset.canvas.height if height is None and preset.canvas else height
+    resolution = resolve(preset, [(width, height)] if width and height else [], budget)
     # build_plan refuses a plan of too many crops before it places a single tile.
-    plan = build_plan(preset, args.width, args.height, args.batch_size if preset.tiles is None else None)
-    return plan, preset, path
+    plan = build_plan(resolution.preset, args.width, args.height,
+                      args.batch_size if preset.tiles is None and args.batch_size != AUTO else None)
+    return plan, resolution.preset, path, resolution
 
 
 def check_guide_files(preset: Preset, path: Path | None) -> list[str]:
@@ -250,40 +269,15 @@ def format_plan(plan: MixturePlan, name: str, uncovered: list[Box] | None = None
     return "\n".join(lines)
 
 
-def _auto(args: argparse.Namespace, model: cost.CostModel, plan: MixturePlan, preset: Preset
-          ) -> tuple[cost.Choice, list[cost.Choice]]:
-    """Choose the tile grid and batch for ``--auto`` and put them into ``args`` as overrides."""
-    if args.budget is None:
-        raise PresetError(["--auto needs --budget (the device memory for the job, in GiB)"], "arguments")
-    if args.tile_width is not None or args.tile_height is not None or args.batch_size is not None:
-        raise PresetError(["--auto chooses the tile size and the batch size: leave out --tile-width, --tile-height "
-                           "and --batch-size"], "arguments")
-    overlap = args.overlap if args.overlap is not None else (
-        max(preset.tiles.overlap.x, preset.tiles.overlap.y) if preset.tiles else TileGrid().overlap.x)
-    try:
-        best, fits = cost.choose(model, plan.canvas_width, plan.canvas_height, overlap, args.budget * cost.GIB)
-    except ValueError as e:
-        raise PresetError([f"--budget: {e}"], "arguments") from None
-    args.tile_width, args.tile_height = best.tile_width, best.tile_height  # clamped to a narrow canvas: may differ
-    args.overlap, args.batch_size = overlap, best.batch_size
-    return best, fits
-
-
-def format_estimate(plan: MixturePlan, model: cost.CostModel, budget: float | None,
-                    auto: tuple[cost.Choice, list[cost.Choice]] | None) -> str:
-    """The plan's predicted step time and peak memory (one image), and ``--auto``'s choice."""
+def format_estimate(plan: MixturePlan, model: cost.CostModel, budget: float | None, auto: Resolution) -> str:
+    """The plan's predicted step time and peak memory (one image), and how "auto" was chosen."""
     seconds, peak = cost.estimate(plan, model)
     fits = "" if budget is None else (f", within {budget:g} GiB" if peak <= budget * cost.GIB
                                       else f", OVER the {budget:g} GiB budget")
     lines = [f"  estimate      {seconds:.3f} s/step, peak {peak / cost.GIB:.2f} GiB{fits} "
              f"({model.name}; one image, sampling only)"]
-    if auto is not None:
-        best, candidates = auto
-        others = candidates[1:4]
-        lines.append(f"  auto          chose {best.tile_width} x {best.tile_height} px tiles, batch {best.batch_size}: "
-                     f"the fastest of {len(candidates)} grids and batches that fit"
-                     + ("; next: " + ", ".join(f"{c.tile_width} px batch {c.batch_size} {c.seconds:.3f} s"
-                                               for c in others) if others else ""))
+    if auto.note:
+        lines.append(f"  auto          {auto.note.removeprefix('auto: ')}")
     return "\n".join(lines)
 
 
@@ -330,11 +324,7 @@ def _main(argv: list[str] | None) -> int:
         if args.budget is not None and not args.budget > 0:
             raise PresetError([f"--budget: {args.budget:g} GiB; give the device memory for the job, above 0"],
                               "arguments")
-        plan, preset, path = run_plan(args)
-        auto = None
-        if args.auto:
-            auto = _auto(args, model, plan, preset)
-            plan, preset, path = run_plan(args)
+        plan, preset, path, auto = run_plan(args, model)
         for note in check_guide_files(preset, path):
             print(f"note: {note}", file=sys.stderr)
         uncovered = plan_uncovered(plan)
@@ -351,7 +341,9 @@ def _main(argv: list[str] | None) -> int:
                               "estimate": {"cost_model": model.name, "seconds_per_step": round(seconds, 6),
                                            "peak_bytes": round(peak), "budget_bytes": None if args.budget is None
                                            else round(args.budget * cost.GIB)},
-                              "auto": None if auto is None else dataclasses.asdict(auto[0]),
+                              "auto": None if not auto.note else {
+                                  "choice": None if auto.choice is None else dataclasses.asdict(auto.choice),
+                                  "fits": auto.fits, "note": auto.note},
                               "uncovered": {"cells": sum(b.area for b in uncovered) // (f * f),
                                             "boxes": [b.as_list() for b in uncovered]}}, indent=2))
         else:

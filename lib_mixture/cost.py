@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -31,6 +31,8 @@ FOLDER = Path(__file__).resolve().parent / "costs"
 DEFAULT = "sd15-fp16-sdpa-h200"  # the one measured so far; the editor's estimate uses it
 GIB = 2**30
 ROWS_PER_CROP = 2  # cond and uncond of one image: the WebUI batches both
+SIDE_STEP = 64  # px between the square tile sides an automatic plan tries
+MAX_BATCH = 64  # crops per call an automatic plan tries at most (the preset's tiles.batch_size maximum)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,10 @@ class CostModel:
     """A fitted cost model of one model architecture on one device, dtype and attention kernel.
 
     ``source``: where the measurements come from (machine, command, date). Times in seconds,
-    memory in bytes; ``weights_bytes``: the resident weights (UNet, text encoder, VAE)."""
+    memory in bytes; ``weights_bytes``: the resident weights (UNet, text encoder, VAE).
+    ``family`` (as `lib_mixture_webui.families` names it), ``device`` (a torch device type) and
+    ``dtype`` say which hosts it describes; ``tile_sides``: the smallest and largest square tile
+    (px) an automatic plan may choose for this model, the band it makes good images in."""
 
     name: str
     source: str
@@ -62,6 +67,15 @@ class CostModel:
     row_cell_bytes: float
     row_cell2_bytes: float = 0.0
     measurements: tuple[Measurement, ...] = field(default_factory=tuple)
+    family: str = "sd1"
+    device: str = "cuda"
+    dtype: str = "fp16"
+    tile_sides: tuple[int, int] = (512, 768)
+
+    def sides(self, step: int = SIDE_STEP) -> tuple[int, ...]:
+        """The square tile sides (px) an automatic plan tries: ``tile_sides`` every ``step`` px."""
+        lo, hi = self.tile_sides
+        return tuple(range(lo, hi + 1, step))
 
     def call_seconds(self, rows: int, cells: int) -> float:
         """Predicted seconds of one model call on ``rows`` crops of ``cells`` latent cells."""
@@ -153,7 +167,31 @@ def load(name: str) -> CostModel:
         raise KeyError(f"no cost model {name!r}; there are: {', '.join(sorted(available()))}")
     data = json.loads(path.read_text(encoding="utf-8"))
     data["measurements"] = tuple(Measurement(**m) for m in data.get("measurements", ()))
+    if "tile_sides" in data:
+        data["tile_sides"] = tuple(data["tile_sides"])
     return CostModel(**data)
+
+
+def for_host(family: str, device: str, dtype: str) -> CostModel | None:
+    """The stored model measured for ``family`` on a ``device`` type with ``dtype`` (``fp16``,
+    ``bf16`` or ``fp32``), else one of that family and device in another dtype with its memory
+    scaled by the bytes per value (the activations dominate; the time is kept); None when none
+    is stored for the family and device."""
+    models = [load(name) for name in available()]
+    same = [m for m in models if m.family == family and m.device == device]
+    for m in same:
+        if m.dtype == dtype:
+            return m
+    if not same:
+        return None
+    m = same[0]
+    ratio = _BYTES[dtype] / _BYTES[m.dtype]
+    return replace(m, name=f"{m.name} (memory x{ratio:g} for {dtype})", weights_bytes=m.weights_bytes * ratio,
+                   base_bytes=m.base_bytes * ratio, row_cell_bytes=m.row_cell_bytes * ratio,
+                   row_cell2_bytes=m.row_cell2_bytes * ratio, dtype=dtype)
+
+
+_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
 def estimate(plan, model: CostModel | None = None) -> tuple[float, float]:
@@ -168,12 +206,12 @@ def available() -> list[str]:
 
 @dataclass(frozen=True)
 class Choice:
-    """A tile grid and batch size with their predicted cost: ``tile_width`` x ``tile_height`` px,
-    ``tiles`` of them, ``batch_size`` crops a call, ``calls`` per step, ``seconds`` per step,
-    ``peak_bytes`` (weights included)."""
+    """A tile grid and batch size with their predicted cost: ``tile_width`` x ``tile_height`` px
+    (None: no tile grid, regions only), ``tiles`` of them, ``batch_size`` crops a call, ``calls``
+    per step, ``seconds`` per step, ``peak_bytes`` (weights included)."""
 
-    tile_width: int
-    tile_height: int
+    tile_width: int | None
+    tile_height: int | None
     tiles: int
     batch_size: int
     calls: int
@@ -181,14 +219,46 @@ class Choice:
     peak_bytes: float
 
 
-def choose(model: CostModel, canvas_width: int, canvas_height: int, overlap: int, budget_bytes: float,
-           tile_sides: Sequence[int] = tuple(range(512, 1025, 64)), max_batch: int = 64,
-           factor: int = 8) -> tuple[Choice, list[Choice]]:
-    """The square tile grid (sides ``tile_sides`` px, at least ``overlap`` px apart; sides beyond
-    the canvas are clamped to it) and batch size with the lowest predicted step time whose peak
-    fits ``budget_bytes``, and every candidate that fits, fastest first. ValueError when none fits."""
-    seen, fits = set(), []
-    for side in tile_sides:
+@dataclass(frozen=True)
+class Grid:
+    """One candidate grid: its tile size (px; None without tiles), its tile count, and the
+    ``(count, latent cells)`` groups of every crop of a step (tiles and regions)."""
+
+    tile_width: int | None
+    tile_height: int | None
+    tiles: int
+    groups: tuple[tuple[int, int], ...]
+
+
+def rank(model: CostModel, grids: Iterable[Grid], batches: Sequence[int] | None = None, max_batch: int = MAX_BATCH
+         ) -> list[Choice]:
+    """Every grid at every batch size (``batches``, default 1 to ``max_batch`` less the sizes that
+    make no fewer calls than one smaller) with its predicted cost, fastest first (ties: the
+    smaller peak)."""
+    out = []
+    for g in grids:
+        largest = max(count for count, _ in g.groups)
+        for batch in (batches or range(1, min(max_batch, largest) + 1)):
+            calls = sum(math.ceil(count / batch) for count, _ in g.groups)
+            if batches is None and batch > 1 and calls == sum(math.ceil(c / (batch - 1)) for c, _ in g.groups):
+                continue  # as many calls as one crop fewer a call, and more memory
+            seconds, peak = model.step(g.groups, batch)
+            out.append(Choice(g.tile_width, g.tile_height, g.tiles, batch, calls, seconds, peak))
+    out.sort(key=lambda c: (c.seconds, c.peak_bytes))
+    return out
+
+
+def within(choices: Sequence[Choice], budget_bytes: float) -> list[Choice]:
+    """The choices whose predicted peak fits ``budget_bytes``, in their order."""
+    return [c for c in choices if c.peak_bytes <= budget_bytes]
+
+
+def tile_grids(canvas_width: int, canvas_height: int, overlap: int | tuple[int, int], sides: Iterable[int],
+               factor: int = 8) -> list[Grid]:
+    """The square tile grids of ``sides`` px (clamped to the canvas; a side the overlap does not
+    fit below is left out) at ``overlap`` px (one value or ``(x, y)``), as `Grid`s."""
+    seen, out = set(), []
+    for side in sides:
         tw, th = min(side, canvas_width), min(side, canvas_height)
         if (tw, th) in seen:
             continue
@@ -197,17 +267,23 @@ def choose(model: CostModel, canvas_width: int, canvas_height: int, overlap: int
             n = len(plan_tiles(canvas_width, canvas_height, tw, th, overlap, factor).tiles)
         except ValueError:  # the overlap does not fit this tile
             continue
-        cells = (tw // factor) * (th // factor)
-        for batch in range(1, min(max_batch, n) + 1):
-            if batch > 1 and math.ceil(n / batch) == math.ceil(n / (batch - 1)):
-                continue  # as many calls as one crop fewer a call, and more memory
-            seconds, peak = model.step([(n, cells)], batch)
-            if peak <= budget_bytes:
-                fits.append(Choice(tw, th, n, batch, math.ceil(n / batch), seconds, peak))
+        out.append(Grid(tw, th, n, ((n, (tw // factor) * (th // factor)),)))
+    return out
+
+
+def choose(model: CostModel, canvas_width: int, canvas_height: int, overlap: int, budget_bytes: float,
+           tile_sides: Sequence[int] | None = None, max_batch: int = MAX_BATCH,
+           factor: int = 8) -> tuple[Choice, list[Choice]]:
+    """The square tile grid (sides ``tile_sides`` px, default the model's band, at least
+    ``overlap`` px apart; sides beyond the canvas are clamped to it) and batch size with the
+    lowest predicted step time whose peak fits ``budget_bytes``, and every candidate that fits,
+    fastest first. ValueError when none fits."""
+    sides = tuple(tile_sides) if tile_sides is not None else model.sides()
+    fits = within(rank(model, tile_grids(canvas_width, canvas_height, overlap, sides, factor), max_batch=max_batch),
+                  budget_bytes)
     if not fits:
-        smallest = min(tile_sides)
+        smallest = min(sides)
         need = model.step([(1, (smallest // factor) ** 2)], 1)[1]
         raise ValueError(f"no tile grid fits {budget_bytes / GIB:.2f} GiB with {model.name}: one {smallest} px tile "
                          f"needs {need / GIB:.2f} GiB")
-    fits.sort(key=lambda c: (c.seconds, c.peak_bytes))
     return fits[0], fits

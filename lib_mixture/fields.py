@@ -36,6 +36,7 @@ VAE_TILING = ("auto", "on", "off")
 MICRO_CONDITIONING = ("tiles", "all", "off")
 
 REQUIRED = "required"  # the ``default`` of a field that must be given
+AUTO = "auto"  # a value chosen at generation from the device's free memory (`lib_mixture.auto_plan`)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Field:
     ``nullable``: ``null`` is allowed and means the default. ``max_length``: characters of a
     string (None: the server's text limit). ``per_axis``: an integer or ``{"x", "y"}``.
     ``fraction``: the bounds in fractions of the canvas, open below when the px minimum is above 0
-    (a box has a size).
+    (a box has a size). ``auto``: the string ``"auto"`` is allowed besides numbers in the range.
     """
 
     path: str
@@ -68,6 +69,7 @@ class Field:
     fraction: tuple[float, float] | None = None
     non_blank: bool = False  # a string with at least one non-space character
     allowed_note: str = ""  # a constraint the columns above cannot say (for the docs)
+    auto: bool = False  # the string "auto" is allowed too: chosen at generation (`lib_mixture.auto_plan`)
 
     @property
     def key(self) -> str:
@@ -109,8 +111,11 @@ FIELDS: tuple[Field, ...] = (
     Field("canvas.height", "integer", "Canvas height.", REQUIRED, 8, MAX_SIDE, unit="px"),
     Field("tiles", "object", "A background grid of tiles driven by the main prompt. The planner "
           "places the fewest tiles with at least this overlap.", None, nullable=True),
-    Field("tiles.width", "integer", "Tile width (clamped to the canvas).", 768, MIN_SIDE, MAX_SIDE, unit="px"),
-    Field("tiles.height", "integer", "Tile height (clamped to the canvas).", 768, MIN_SIDE, MAX_SIDE, unit="px"),
+    Field("tiles.width", "integer", "Tile width (clamped to the canvas); auto: with tiles.height, the square tile "
+          "with the lowest predicted step time that fits the device's free memory (see Time and memory).", AUTO,
+          MIN_SIDE, MAX_SIDE, unit="px", auto=True),
+    Field("tiles.height", "integer", "Tile height (clamped to the canvas); auto: see tiles.width.", AUTO, MIN_SIDE,
+          MAX_SIDE, unit="px", auto=True),
     Field("tiles.overlap", "integer", "Minimum overlap of neighbouring tiles, one value or per axis "
           "{x, y}.", 64, 0, MAX_SIDE - LATENT_FACTOR, unit="px", per_axis=True,
           allowed_note="below the tile size"),
@@ -118,8 +123,9 @@ FIELDS: tuple[Field, ...] = (
           unit="px", allowed_note="below the tile width"),
     Field("tiles.overlap.y", "integer", "Minimum overlap across rows.", REQUIRED, 0, MAX_SIDE - LATENT_FACTOR,
           unit="px", allowed_note="below the tile height"),
-    Field("tiles.batch_size", "integer", "Crops per model call (speed only: results do not depend on it).",
-          4, 1, MAX_BATCH),
+    Field("tiles.batch_size", "integer", "Crops per model call (speed only: results do not depend on it); auto: the "
+          "batch with the lowest predicted step time that fits the device's free memory.", AUTO, 1, MAX_BATCH,
+          auto=True),
     Field("weights", "object", "How every crop fades into its neighbours.", None),
     Field("weights.kind", "enum", "gaussian (the paper's) or constant.", "gaussian", options=KINDS),
     Field("weights.variance", "number", "Gaussian variance (paper: 0.01); larger is softer.",

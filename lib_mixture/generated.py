@@ -2,8 +2,8 @@
 
 - ``schema/preset.schema.json``: the JSON Schema of a preset;
 - ``javascript/mixture_of_diffusers_0_fields.js``: the editor's limits, defaults and tooltips
-  (global ``MoDFields``; ``module.exports`` under node), and the coefficients of the default cost
-  model (`lib_mixture.cost`) for its time and memory estimate. Named to sort first: the WebUI loads an
+  (global ``MoDFields``; ``module.exports`` under node), and the coefficients of every stored cost
+  model (`lib_mixture.cost`) for its time and memory estimate and its "auto" choice. Named to sort first: the WebUI loads an
   extension's scripts in filename order and the editor's core reads it when it loads;
 - the field table in ``README.md``, between the ``fields:begin``/``fields:end`` markers.
 
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import cost
+from . import auto_plan, cost
 from . import fields as F
 from .fields import FIELDS, Field, children
 
@@ -79,6 +79,8 @@ def field_schema(f: Field) -> dict[str, Any]:
         out = _number_schema(f)
         if f.per_axis:
             out = {"oneOf": [out, object_schema(f.path, nullable=False)]}
+        if f.auto:
+            out = {"oneOf": [out, {"const": F.AUTO}]}
     elif f.kind == "object":
         out = object_schema(f.path, f.nullable)
     elif f.kind == "list":
@@ -135,7 +137,7 @@ def js_module() -> str:
             if value is not None:
                 row[key] = list(value) if isinstance(value, tuple) else value
         for key, flag in (("exclusiveMin", f.exclusive_minimum), ("nullable", f.nullable),
-                          ("perAxis", f.per_axis), ("required", f.required)):
+                          ("perAxis", f.per_axis), ("required", f.required), ("auto", f.auto)):
             if flag:
                 row[key] = True
         if f.unit:
@@ -145,13 +147,22 @@ def js_module() -> str:
         rows[f.path] = row
     # One row a line: a diff shows which field changed.
     lines = [f"        {json.dumps(path)}: {json.dumps(row, ensure_ascii=False)}" for path, row in rows.items()]
-    model = cost.load(cost.DEFAULT)
-    costs = {"name": model.name, "source": model.source, "weightsBytes": model.weights_bytes, "call": model.call,
-             "rowCell": model.row_cell, "rowCell2": model.row_cell2, "baseBytes": model.base_bytes,
-             "rowCellBytes": model.row_cell_bytes, "rowCell2Bytes": model.row_cell2_bytes}
+    costs = []
+    for name in cost.available():
+        m = cost.load(name)
+        costs.append(f"            {json.dumps(name)}: " + json.dumps(
+            {"name": m.name, "source": m.source, "family": m.family, "device": m.device, "dtype": m.dtype,
+             "tileSides": list(m.tile_sides), "weightsBytes": m.weights_bytes, "call": m.call, "rowCell": m.row_cell,
+             "rowCell2": m.row_cell2, "baseBytes": m.base_bytes, "rowCellBytes": m.row_cell_bytes,
+             "rowCell2Bytes": m.row_cell2_bytes}, ensure_ascii=False))
     body = "{\n" + f"        \"version\": {F.VERSION},\n        \"fields\": {{\n" + ",\n".join(
         "    " + line for line in lines) + "\n        },\n" + \
-        f"        \"costModel\": {json.dumps(costs, ensure_ascii=False)}\n    }}"
+        f"        \"defaultCostModel\": {json.dumps(cost.DEFAULT)},\n" + \
+        "        \"auto\": " + json.dumps({
+            "fallbackSide": auto_plan.FALLBACK_SIDE, "fallbackBatch": auto_plan.FALLBACK_BATCH,
+            "defaultBudgetGib": auto_plan.DEFAULT_BUDGET_GIB, "sideStep": cost.SIDE_STEP, "maxBatch": cost.MAX_BATCH,
+            "rowsPerCrop": cost.ROWS_PER_CROP}) + ",\n" + \
+        "        \"costModels\": {\n" + ",\n".join(costs) + "\n        }\n    }"
     return ("/*\n * Mixture of Diffusers: the preset format's fields (limits, defaults, one-line docs).\n"
             " * GENERATED from lib_mixture/fields.py by `python -m lib_mixture.generated --write`; do not edit.\n"
             " * Named to sort first: the WebUI loads an extension's scripts in filename order, and\n"
@@ -186,6 +197,8 @@ def allowed_text(f: Field) -> str:
             text += f", a multiple of {f.multiple_of}"
         if f.per_axis:
             text += ", or `{\"x\", \"y\"}`"
+        if f.auto:
+            text += f", or `\"{F.AUTO}\"`"
     notes = [n for n in (f.allowed_note, "not empty" if f.non_blank else "", "or `null`" if f.nullable else "") if n]
     return "; ".join([text, *notes]) if notes else text
 

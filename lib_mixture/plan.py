@@ -129,8 +129,11 @@ def build_plan(preset: Preset, width: int | None = None, height: int | None = No
     drawn on (the preset's ``canvas``, else ``width x height``) onto it.
 
     Raises `PresetError` naming the field when the preset cannot be placed on this canvas or
-    the plan would pass ``limits.max_crops`` (checked before any tile is placed).
+    the plan would pass ``limits.max_crops`` (checked before any tile is placed); ValueError for
+    a preset whose ``"auto"`` values were not chosen yet (`lib_mixture.auto_plan.resolve`).
     """
+    if preset.tiles is not None and (preset.tiles.auto_size or (preset.tiles.auto_batch and batch_size is None)):
+        raise ValueError("build_plan needs the tile size and batch chosen: lib_mixture.auto_plan.resolve first")
     problems: list[str] = []
     if width is None or height is None:
         if preset.canvas is None:

@@ -22,7 +22,7 @@ from .checker import Checker, show
 from .geometry import LATENT_FACTOR
 from .limits import DEFAULT_LIMITS, Limits, json_shape_problem
 
-from .fields import SEED_MAX, VERSION, default
+from .fields import AUTO, MAX_SIDE, SEED_MAX, VERSION, default
 
 
 class PresetError(ValueError):
@@ -49,12 +49,23 @@ class Overlap:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """A background grid of tiles driven by the main prompt (high resolution, upscaling)."""
+    """A background grid of tiles driven by the main prompt (high resolution, upscaling).
 
-    width: int = default("tiles.width")
-    height: int = default("tiles.height")
+    ``width``/``height`` px, or both ``"auto"``; ``batch_size`` crops per model call, or
+    ``"auto"``: chosen on the job's canvas from the device's memory (`lib_mixture.auto_plan`)."""
+
+    width: int | str = default("tiles.width")
+    height: int | str = default("tiles.height")
     overlap: Overlap = Overlap.square(default("tiles.overlap"))
-    batch_size: int = default("tiles.batch_size")
+    batch_size: int | str = default("tiles.batch_size")
+
+    @property
+    def auto_size(self) -> bool:
+        return self.width == AUTO
+
+    @property
+    def auto_batch(self) -> bool:
+        return self.batch_size == AUTO
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,14 @@ def parse_preset(obj: Any, source: str = "preset", limits: Limits = DEFAULT_LIMI
     if obj.get("tiles") is not None and c.keys(obj["tiles"], "tiles"):
         t = obj["tiles"]
         grid = c.values(t, "tiles", "tiles", overlap=None)
+        for side, other in (("width", "height"), ("height", "width")):
+            if other not in t and isinstance(grid[side], int):  # one side given in px: a square tile
+                grid[other] = grid[side]
+        if all(k in t and t[k] == grid[k] for k in ("width", "height")) and (grid["width"] == AUTO) != (
+                grid["height"] == AUTO):
+            fixed = "width" if grid["height"] == AUTO else "height"
+            c.fail(f"tiles.{fixed}", f"{show(grid[fixed])} beside \"{AUTO}\": auto chooses both sides of a square "
+                                     f"tile; give both tiles.width and tiles.height as \"{AUTO}\" or both in px")
         tiles = TileGrid(**dict(grid, overlap=_overlap(c, t, grid["width"], grid["height"])))
 
     weights = Weighting()
@@ -293,9 +312,12 @@ def _upscale(c: Checker, raw: Any) -> Upscale | None:
                           controlnet_tile=values["controlnet_tile"].strip()))
 
 
-def _overlap(c: Checker, t: dict, tw: int, th: int) -> Overlap:
-    """One overlap or ``{x, y}``, each below its tile side by at least one latent cell."""
+def _overlap(c: Checker, t: dict, tw: int | str | None, th: int | str | None) -> Overlap:
+    """One overlap or ``{x, y}``, each below its tile side by at least one latent cell (auto
+    sides: checked when the side is chosen, `lib_mixture.auto_plan`)."""
     fallback = Overlap.square(default("tiles.overlap"))
+    tw = tw if isinstance(tw, int) else MAX_SIDE
+    th = th if isinstance(th, int) else MAX_SIDE
     raw = t.get("overlap")
     if "overlap" not in t:  # the default, below small tiles too
         return Overlap(min(fallback.x, max(tw - LATENT_FACTOR, 0)), min(fallback.y, max(th - LATENT_FACTOR, 0)))

@@ -60,12 +60,16 @@ def test_plan_runs_without_torch_or_numpy():
 
 
 def test_json_output_has_the_documented_fields():
-    out = run("plan", "paper-fig8-4k-grid", "--json")
+    out = run("plan", "paper-fig8-4k-grid", "--json", "--batch-size", "8")
     plan = json.loads(out.stdout)
     assert {"canvas", "tiles", "regions", "redundancy", "model_calls_per_step"} <= plan.keys()
     assert plan["canvas"]["width"] == 3840 and len(plan["tiles"]) == 88
     assert all(len(t) == 4 for t in plan["tiles"]) and plan["tiles"][-1] == [3200, 1680, 640, 480]
     assert plan["model_calls_per_step"] == 11 and plan["redundancy"] > 3
+    assert plan["auto"] is None  # the paper's grid in px, the batch given
+    auto = json.loads(run("plan", "paper-fig8-4k-grid", "--json").stdout)  # its batch "auto": for 8 GiB
+    assert auto["auto"]["choice"]["batch_size"] == auto["batch_size"] and auto["tiles"] == plan["tiles"]
+    assert auto["estimate"]["peak_bytes"] <= 8 * 2**30 and auto["model_calls_per_step"] < 11
 
 
 def test_tile_options_without_a_preset_plan_a_grid():

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lib_mixture import cli, cost
 from lib_mixture.bundled import load_bundled
-from lib_mixture.plan import build_plan
+from lib_mixture.auto_plan import plan_on
 from lib_mixture.planner import plan_tiles
 
 GIB = cost.GIB
@@ -55,7 +55,7 @@ def test_fit_recovers_known_coefficients_and_never_goes_negative():
 
 def test_a_step_counts_calls_per_group_and_its_largest_call():
     model = cost.load(cost.DEFAULT)
-    plan = build_plan(load_bundled("upscale-4k-uhd-3840x2160"), 3840, 2160)
+    plan = plan_on(load_bundled("upscale-4k-uhd-3840x2160"), 3840, 2160)
     assert plan.groups() == [(24, 96 * 96)] and plan.batch_size == 4
     seconds, peak = cost.estimate(plan, model)
     assert seconds == pytest.approx(6 * model.call_seconds(8, 9216))
@@ -80,7 +80,7 @@ def test_the_choice_fits_the_budget_and_is_the_fastest_that_does(w, h, overlap, 
     for c in (best, fits[-1]):
         tiles = plan_tiles(w, h, c.tile_width, c.tile_height, overlap).tiles
         assert c.tiles == len(tiles) and c.calls == math.ceil(c.tiles / c.batch_size)
-        assert 512 <= max(c.tile_width, c.tile_height) <= 1024 or c.tile_width == w or c.tile_height == h
+        assert 512 <= max(c.tile_width, c.tile_height) <= 768 or c.tile_width == w or c.tile_height == h
         assert (c.seconds, c.peak_bytes) == model.step([(c.tiles, c.tile_width * c.tile_height // 64)], c.batch_size)
 
 
@@ -91,21 +91,28 @@ def test_a_bigger_budget_is_never_slower():
 
 
 def test_the_cli_prints_the_estimate_and_chooses_under_a_budget(capsys):
-    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--width", "3840", "--height", "2160", "--budget", "8"]) == 0
+    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--width", "3840", "--height", "2160", "--budget", "8",
+                     "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     assert "estimate      0.451 s/step, peak 3.16 GiB, within 8 GiB (sd15-fp16-sdpa-h200" in out
     assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--width", "3840", "--height", "2160", "--budget", "8",
                      "--auto", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    chosen = data["auto"]
+    chosen = data["auto"]["choice"]
     assert data["batch_size"] == chosen["batch_size"] and data["tile_grid"]["tile_width"] == chosen["tile_width"]
     assert data["estimate"]["peak_bytes"] <= 8 * GIB and data["estimate"]["seconds_per_step"] < 0.451
-    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--auto"]) == 2
-    assert "--auto needs --budget" in capsys.readouterr().err
-    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--budget", "1", "--auto"]) == 2
-    assert "no tile grid fits 1.00 GiB" in capsys.readouterr().err
+    assert data["auto"]["fits"] > 1 and "for 8.00 GiB (--budget 8 GiB)" in data["auto"]["note"]
+    # without --budget: planned for the default card, and said so
+    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--auto"]) == 0
+    assert "(the default of --budget, 8 GiB)" in capsys.readouterr().out
+    # nothing fits: the smallest predicted peak, flagged
+    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--budget", "1", "--auto"]) == 0
+    out = capsys.readouterr().out
+    assert "OVER the 1 GiB budget" in out and "OVER the budget: nothing tried fits" in out
     assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--budget", "0"]) == 2
     assert "--budget: 0 GiB" in capsys.readouterr().err
+    assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--auto", "--batch-size", "4"]) == 2
+    assert "--auto chooses the tile size and the batch size" in capsys.readouterr().err
 
 
 def test_the_readme_shows_what_the_command_prints_today(capsys):

@@ -93,11 +93,11 @@ def test_validator_and_schema_agree_on_edge_cases(obj, accepted):
 
 
 def test_the_default_overlap_stays_below_small_tiles():
-    from lib_mixture.plan import build_plan
+    from lib_mixture.auto_plan import plan_on
 
     preset = parse_preset({"version": 1, "tiles": {"width": 64, "height": 128}})
     assert (preset.tiles.overlap.x, preset.tiles.overlap.y) == (56, 64)
-    assert build_plan(preset, 256, 256).tiles  # plans without a latent-cell error
+    assert plan_on(preset, 256, 256).tiles  # plans without a latent-cell error
 
 
 def test_the_editor_module_holds_the_table():

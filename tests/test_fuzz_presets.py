@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lib_mixture.limits import Limits
-from lib_mixture.plan import build_plan
+from lib_mixture.auto_plan import plan_on
 from lib_mixture.preset import Preset, PresetError, loads_preset, parse_preset
 from lib_mixture_webui.args import pasted_config, read_args
 
@@ -61,7 +61,7 @@ def test_any_object_is_a_preset_or_a_named_error(obj):
     result = _outcome(parse_preset, obj, "preset", Limits(max_regions=4))
     if isinstance(result, Preset):
         assert parse_preset(result.to_dict()) == result  # what validates round-trips
-        plan = _outcome(build_plan, result, 1024, 768, limits=Limits(max_crops=64))
+        plan = _outcome(plan_on, result, 1024, 768, limits=Limits(max_crops=64))
         assert isinstance(plan, PresetError) or plan.crops()
 
 
@@ -93,7 +93,7 @@ def test_hostile_shapes_are_refused_quickly():
     wide = {"version": 1, "regions": [{"x": 0, "y": 0, "width": 8, "height": 8}] * 5000}
     assert "5000 regions; allowed at most 256" in str(_outcome(parse_preset, wide))
     many = {"version": 1, "tiles": {"width": 64, "height": 64, "overlap": 56}}
-    result = _outcome(build_plan, parse_preset(many), 16384, 16384)
+    result = _outcome(plan_on, parse_preset(many), 16384, 16384)
     assert "need 4165681 tiles" in str(result) and "allowed at most 2048" in str(result)
     flat = {"version": 1, "tiles": {}, "name": [0] * 200_000}  # shallow but huge
     assert "more than 100000 JSON values" in str(_outcome(parse_preset, flat))

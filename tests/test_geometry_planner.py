@@ -89,7 +89,7 @@ def test_any_canvas_size_is_planned_on_the_latent_the_model_samples(w, h, tile, 
     """Every size the WebUI accepts (off the 8 px grid too): the plan's latent is floor(px / 8),
     the tiles cover it exactly and stay inside it, the count matches `tile_count`, and a region
     drawn on the requested size lands inside the sampled canvas."""
-    from lib_mixture.plan import build_plan
+    from lib_mixture.auto_plan import plan_on
     from lib_mixture.planner import tile_count
     from lib_mixture.preset import PresetError, parse_preset
 
@@ -99,7 +99,7 @@ def test_any_canvas_size_is_planned_on_the_latent_the_model_samples(w, h, tile, 
                            "regions": [{"x": x, "y": 0, "width": min(width, w - x), "height": h}]}
                           if x + 8 <= w else {"version": 1, "tiles": {"width": tile, "height": tile, "overlap": overlap}})
     try:
-        plan = build_plan(preset, w, h)
+        plan = plan_on(preset, w, h)
     except PresetError as e:  # only a grid past the crops-per-step limit is refused
         assert "allowed at most 2048 crops per step" in str(e)
         return

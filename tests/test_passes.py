@@ -45,7 +45,7 @@ def test_a_plan_over_the_limits_stops_with_the_field_named():
 
 
 def test_one_crop_covering_the_canvas_runs_plain_unless_a_region_or_canvas_guide_needs_the_mixture():
-    whole = build_plan(preset(tiles={"width": 192, "height": 128, "overlap": 0}), 192, 128)
+    whole = build_plan(preset(tiles={"width": 192, "height": 128, "overlap": 0, "batch_size": 4}), 192, 128)
     assert runs_plain(whole) and not runs_plain(whole, canvas_guide=True)
     assert not runs_plain(build_plan(preset(tiles=TILES), 192, 128))
     covering = build_plan(preset(regions=[{"x": 0, "y": 0, "width": 192, "height": 128}]), 192, 128)

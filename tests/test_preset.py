@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lib_mixture.plan import build_plan
+from lib_mixture.auto_plan import plan_on
 from lib_mixture.preset import (Preset, PresetError, Region, load_preset, loads_preset, parse_preset,
                                 save_preset)
 
@@ -27,7 +27,7 @@ def problems(obj):
 def test_every_bundled_preset_validates_and_plans(path):
     preset = load_preset(path)
     assert preset.name == path.stem
-    plan = build_plan(preset, *( (None, None) if preset.canvas else (1024, 768)))
+    plan = plan_on(preset, *( (None, None) if preset.canvas else (1024, 768)))
     assert plan.model_calls_per_step >= 1
 
 
@@ -84,8 +84,8 @@ def test_each_bad_field_is_named_with_value_and_range():
     found = problems(obj)
     expected = [
         "units: \"inches\" is not allowed; allowed: 'px', 'fraction'",
-        "tiles.width: 32 is out of range; allowed [64, 16384] px",
-        "tiles.batch_size: 0 is out of range; allowed [1, 64]",
+        "tiles.width: 32 is out of range; allowed [64, 16384] px or \"auto\"",
+        "tiles.batch_size: 0 is out of range; allowed [1, 64] or \"auto\"",
         "tiles.overlap: 900 is out of range; allowed [0, 760] px (below the tile size)",
         "weights.kind: \"cosine\" is not allowed; allowed: 'gaussian', 'constant'",
         "weights.variance: -1 is out of range; allowed (0.0, 10.0]",
@@ -178,15 +178,15 @@ def test_unreadable_file_is_a_preset_error(tmp_path):
 def test_plan_scales_px_regions_from_the_preset_canvas_and_rejects_regions_outside():
     preset = parse_preset(minimal(canvas={"width": 512, "height": 512},
                                   regions=[{"x": 256, "y": 0, "width": 256, "height": 128}]))
-    plan = build_plan(preset, 1024, 1024)  # the hires pass at 2x
+    plan = plan_on(preset, 1024, 1024)  # the hires pass at 2x
     assert plan.regions[0].box.as_list() == [512, 0, 512, 256]
     no_canvas = parse_preset(minimal(regions=[{"x": 600, "y": 0, "width": 64, "height": 64}]))
     with pytest.raises(PresetError, match=r"regions\[0\]: box starts at \(600, 0\) px, outside the 512x512 canvas"):
-        build_plan(no_canvas, 512, 512)
+        plan_on(no_canvas, 512, 512)
     with pytest.raises(PresetError, match="canvas size is unknown"):
-        build_plan(no_canvas)
+        plan_on(no_canvas)
     with pytest.raises(PresetError, match=r"canvas.width: 4 must be a whole number of px, at least 8"):
-        build_plan(no_canvas, 4, 512)
+        plan_on(no_canvas, 4, 512)
 
 
 def test_plan_off_the_8px_grid_covers_the_latent_the_model_samples():
@@ -194,17 +194,17 @@ def test_plan_off_the_8px_grid_covers_the_latent_the_model_samples():
     and boxes drawn on the requested size are scaled onto it, so a full-height box stays full."""
     preset = parse_preset(minimal(tiles={"width": 256, "height": 256, "overlap": 32},
                                   regions=[{"x": 0, "y": 0, "width": 332, "height": 998, "seed": 5}]))
-    plan = build_plan(preset, 665, 998)
+    plan = plan_on(preset, 665, 998)
     assert (plan.canvas_width, plan.canvas_height) == (664, 992) and plan.latent_size == (124, 83)
     assert all(t.right <= 664 and t.bottom <= 992 for t in plan.tiles.tiles)
     assert plan.regions[0].box.as_list() == [0, 0, 328, 992]  # 332 * 664 / 665 = 331.5, snapped
     seeded = parse_preset(minimal(canvas={"width": 256, "height": 196},
                                   regions=[{"x": 0, "y": 0, "width": 128, "height": 196, "seed": 4321},
                                            {"x": 128, "y": 0, "width": 128, "height": 196}]))
-    plan = build_plan(seeded, 256, 196)
+    plan = plan_on(seeded, 256, 196)
     assert [r.box.as_list() for r in plan.regions] == [[0, 0, 128, 192], [128, 0, 128, 192]]
 
 
 def test_fraction_regions_follow_the_canvas():
     preset = parse_preset(minimal(units="fraction", regions=[{"x": 0.25, "y": 0.5, "width": 0.5, "height": 0.5}]))
-    assert build_plan(preset, 800, 600).regions[0].box.as_list() == [200, 304, 400, 296]  # y 300 -> 304 (half up), bottom stays 600
+    assert plan_on(preset, 800, 600).regions[0].box.as_list() == [200, 304, 400, 296]  # y 300 -> 304 (half up), bottom stays 600
