@@ -3,7 +3,8 @@
  *
  * Geometry and snapping (lib_mixture/geometry.py), the tile planner (lib_mixture/planner.py,
  * lib_mixture/plan.py), the weight profiles (lib_mixture/weights.py), hit testing, a time and memory
- * estimate and the editor's state reducer over the preset JSON (lib_mixture/preset.py).
+ * estimate (lib_mixture/cost.py), the choice of "auto" tile and batch sizes (lib_mixture/auto_plan.py),
+ * the tiles section's checks and the editor's state reducer over the preset JSON (lib_mixture/preset.py).
  * The Python code is the reference: tests/js/core.test.js checks this file against it.
  *
  * The WebUI loads every javascript/*.js as a classic script into one global namespace, so
@@ -48,7 +49,7 @@
         else if (f.min !== undefined) {
             var unit = !f.unit ? "" : f.unit === "px" ? " px" : " (" + f.unit + ")";
             parts.push("Allowed: " + (f.exclusiveMin ? "above " + f.min + ", up to " : f.min + " to ") + f.max + unit +
-                (f.multipleOf ? ", a multiple of " + f.multipleOf : "") + ".");
+                (f.multipleOf ? ", a multiple of " + f.multipleOf : "") + (f.auto ? ", or " + AUTO : "") + ".");
         }
         if (f["default"] !== undefined && f["default"] !== null && f.kind !== "object") parts.push("Default: " + f["default"] + ".");
         if (note) parts.push(note);
@@ -80,8 +81,22 @@
         "4K UHD 3840\u00d72160": {width: 3840, height: 2160}};
     var UPSCALE_CHOICES = ["off"].concat(Object.keys(UPSCALE_PRESETS), ["scale", "size"]);
 
-    // The default cost model (lib_mixture/cost.py, fitted to measured calls; generated into MoDFields). See estimateCost.
-    var COST_MODEL = GENERATED.costModel;
+    // The stored cost models by name and the default one (lib_mixture/cost.py, fitted to measured calls; generated
+    // into MoDFields). See estimateCost and resolveAuto.
+    var COST_MODELS = GENERATED.costModels;
+    var COST_MODEL = COST_MODELS[GENERATED.defaultCostModel];
+    var GIB = Math.pow(2, 30);
+    // The automatic plan's constants (lib_mixture/cost.py, lib_mixture/auto_plan.py; generated into MoDFields).
+    var AUTO_PLAN = GENERATED.auto;
+    var ROWS_PER_CROP = AUTO_PLAN.rowsPerCrop; // cond and uncond of one image
+    var SIDE_STEP = AUTO_PLAN.sideStep; // px between the sides CostModel.sides tries
+    var MAX_RANK_BATCH = AUTO_PLAN.maxBatch; // cost.rank's max_batch
+    // "auto" tile sizes and batch (lib_mixture.fields.AUTO), and what they are without a cost model.
+    var AUTO = "auto";
+    var FALLBACK_SIDE = AUTO_PLAN.fallbackSide, FALLBACK_BATCH = AUTO_PLAN.fallbackBatch;
+    // What "auto" is fitted to where the page does not say the host's (the command line's default too).
+    var EDITOR_BUDGET_BYTES = AUTO_PLAN.defaultBudgetGib * GIB,
+        EDITOR_BUDGET_SOURCE = "the editor's default, " + AUTO_PLAN.defaultBudgetGib + " GiB";
 
     // ------------------------------------------------------------------ geometry
 
@@ -198,13 +213,20 @@
      * plan.build_plan on a canvas of width x height px: tiles, snapped region boxes, crops,
      * model calls per step and redundancy. `preset` is a decoded preset object (defaults
      * filled in as lib_mixture/preset.py does). Returns {problems: [...]} when the preset
-     * cannot be placed, as build_plan raises PresetError.
+     * cannot be placed, as build_plan raises PresetError, and, as build_plan refuses it, for an
+     * "auto" tile size or batch (`batchSize` replaces the latter): resolveAuto chooses them for a
+     * job first, or planOn does both on one canvas.
      */
     // lib_mixture.limits.Limits.max_crops, the default (a server's owner may set another in its settings)
     var MAX_CROPS = 2048;
 
     function buildPlan(preset, width, height, batchSize) {
         var factor = LATENT, problems = [];
+        // As plan.build_plan refuses them: "auto" sizes are a job's choice (resolveAuto; planOn does both).
+        var asked = preset.tiles ? tileSettings(preset.tiles) : null;
+        if (asked && (asked.width === AUTO || asked.height === AUTO || (asked.batch_size === AUTO && batchSize == null))) {
+            return {problems: ["tiles: \"auto\" tile or batch sizes are chosen for a job first (MoDCore.resolveAuto, or planOn)"]};
+        }
         if (width === undefined || width === null || height === undefined || height === null) {
             if (!preset.canvas) return {problems: ["canvas: the canvas size is unknown"]};
             width = width == null ? preset.canvas.width : width;
@@ -399,16 +421,228 @@
     function estimateCost(plan, model) {
         model = model || COST_MODEL;
         var seconds = 0, activations = 0, rows = 0;
-        var time = function(r, cells) { return model.call + model.rowCell * r * cells + model.rowCell2 * r * cells * cells; };
         plan.groups.forEach(function(g) {
             var calls = Math.ceil(g.count / plan.batchSize), size = Math.ceil(g.count / calls), cells = g.area;
-            var last = g.count - size * (calls - 1), r = size * 2;
-            seconds += (calls - 1) * time(r, cells) + time(last * 2, cells);
-            var bytes = model.baseBytes + model.rowCellBytes * r * cells + model.rowCell2Bytes * r * cells * cells;
+            var last = g.count - size * (calls - 1), r = size * ROWS_PER_CROP;
+            seconds += (calls - 1) * callSeconds(model, r, cells) + callSeconds(model, last * ROWS_PER_CROP, cells);
+            var bytes = callBytes(model, r, cells);
             if (bytes > activations) { activations = bytes; rows = r; }
         });
         return {bytes: model.weightsBytes + activations, weightsBytes: model.weightsBytes, activationBytes: activations,
             seconds: seconds, rows: rows, model: model.name};
+    }
+
+    // The terms in CostModel's order, so that the sums round as Python's do (resolveAuto's choice and note match it).
+    function callSeconds(model, rows, cells) {
+        return model.call + model.rowCell * rows * cells + model.rowCell2 * rows * cells * cells;
+    }
+
+    function callBytes(model, rows, cells) {
+        return model.baseBytes + model.rowCellBytes * rows * cells + model.rowCell2Bytes * rows * cells * cells;
+    }
+
+    /** CostModel.step: [seconds, peak bytes with the weights] of one step over `groups` ([count, cells] pairs) at `batch` crops a call. */
+    function stepCost(model, groups, batch) {
+        var seconds = 0, peak = 0;
+        groups.forEach(function(g) {
+            var count = g[0], cells = g[1], calls = Math.ceil(count / batch), size = Math.ceil(count / calls);
+            var last = count - size * (calls - 1);
+            seconds += (calls - 1) * callSeconds(model, size * ROWS_PER_CROP, cells) + callSeconds(model, last * ROWS_PER_CROP, cells);
+            peak = Math.max(peak, callBytes(model, size * ROWS_PER_CROP, cells));
+        });
+        return [seconds, model.weightsBytes + peak];
+    }
+
+    /**
+     * The cost model `name` (MoDFields.costModels), or the copy lib_mixture.cost.for_host makes of
+     * one for another dtype, "<name> (memory x<ratio> for <dtype>)", its memory scaled; null when neither.
+     */
+    function costModel(name) {
+        var own = function(n) { return Object.prototype.hasOwnProperty.call(COST_MODELS, n) ? COST_MODELS[n] : null; };
+        if (own(name)) return own(name);
+        var m = /^(.+) \(memory x([0-9.]+) for (\w+)\)$/.exec(String(name)), base = m && own(m[1]);
+        if (!base) return null;
+        var ratio = +m[2];
+        return Object.assign({}, base, {name: String(name), dtype: m[3], weightsBytes: base.weightsBytes * ratio,
+            baseBytes: base.baseBytes * ratio, rowCellBytes: base.rowCellBytes * ratio, rowCell2Bytes: base.rowCell2Bytes * ratio});
+    }
+
+    /** CostModel.sides: the square tile sides (px) an automatic plan tries, the model's tileSides band every 64 px. */
+    function modelSides(model) {
+        var out = [];
+        for (var side = model.tileSides[0]; side <= model.tileSides[1]; side += SIDE_STEP) out.push(side);
+        return out;
+    }
+
+    function callsOf(groups, batch) {
+        return groups.reduce(function(sum, g) { return sum + Math.ceil(g[0] / batch); }, 0);
+    }
+
+    /**
+     * cost.rank: every grid ({tileWidth, tileHeight, tiles, groups: [[count, cells], ...]}) at every
+     * batch size (`batches`, default 1 to `maxBatch` less those that make no fewer calls than one
+     * smaller) as a choice {tileWidth, tileHeight, tiles, batchSize, calls, seconds, peakBytes},
+     * fastest first (ties: the smaller peak; the sort is stable, as Python's).
+     */
+    function rank(model, grids, batches, maxBatch) {
+        var given = batches !== undefined && batches !== null, out = [];
+        maxBatch = maxBatch || MAX_RANK_BATCH;
+        grids.forEach(function(g) {
+            var largest = Math.max.apply(null, g.groups.map(function(c) { return c[0]; })), tries = batches;
+            if (!given || !batches.length) {
+                tries = [];
+                for (var b = 1; b <= Math.min(maxBatch, largest); b++) tries.push(b);
+            }
+            tries.forEach(function(batch) {
+                var calls = callsOf(g.groups, batch);
+                if (!given && batch > 1 && calls === callsOf(g.groups, batch - 1)) return; // as many calls, more memory
+                var cost = stepCost(model, g.groups, batch);
+                out.push({tileWidth: g.tileWidth, tileHeight: g.tileHeight, tiles: g.tiles, batchSize: batch, calls: calls,
+                    seconds: cost[0], peakBytes: cost[1]});
+            });
+        });
+        return out.sort(function(a, b) { return a.seconds - b.seconds || a.peakBytes - b.peakBytes; });
+    }
+
+    /** cost.within: the choices whose predicted peak fits `budgetBytes`, in their order. */
+    function within(choices, budgetBytes) {
+        return choices.filter(function(c) { return c.peakBytes <= budgetBytes; });
+    }
+
+    /** cost.tile_grids: the square grids of `sides` px (clamped to the canvas; a side the overlap does not fit below left out). */
+    function tileGrids(canvasWidth, canvasHeight, overlap, sides, factor) {
+        factor = factor || LATENT;
+        var seen = {}, out = [];
+        sides.forEach(function(side) {
+            var tw = Math.min(side, canvasWidth), th = Math.min(side, canvasHeight), n;
+            if (seen[tw + "x" + th]) return;
+            seen[tw + "x" + th] = true;
+            try {
+                n = planTiles(canvasWidth, canvasHeight, tw, th, overlap, factor).tiles.length;
+            } catch (e) {
+                return; // the overlap does not fit this tile
+            }
+            out.push({tileWidth: tw, tileHeight: th, tiles: n, groups: [[n, Math.floor(tw / factor) * Math.floor(th / factor)]]});
+        });
+        return out;
+    }
+
+    /** Python's f"{x:.<digits>f}": toFixed, except that a half goes to the even neighbour (toFixed sends it up). */
+    function pyFixed(x, digits) {
+        // x lies exactly halfway at `digits` decimals iff x * 2^(digits + 1) is an odd integer
+        var halves = x * Math.pow(2, digits + 1);
+        if (!Number.isInteger(halves) || Math.abs(halves) % 2 !== 1) return x.toFixed(digits);
+        var n = Math.floor(Math.abs(x) * Math.pow(10, digits)), text;
+        if (n % 2) n += 1;
+        text = String(n);
+        while (text.length <= digits) text = "0" + text;
+        return (x < 0 ? "-" : "") + (digits ? text.slice(0, -digits) + "." + text.slice(-digits) : text);
+    }
+
+    // ------------------------------------------------------------------ "auto" tile and batch sizes (lib_mixture/auto_plan.py)
+
+    /** A Budget of auto_plan: the default cost model and 8 GiB, for a page that does not say the host's. */
+    function editorBudget() {
+        return {model: COST_MODEL, bytes: EDITOR_BUDGET_BYTES, source: EDITOR_BUDGET_SOURCE};
+    }
+
+    /** `p` (canonical) with its auto tile size set to `side` and its auto batch to `batch` (null: left as asked), and the same with the batch as asked. */
+    function fixedTiles(p, side, batch) {
+        var t = p.tiles, sized = Object.assign({}, t);
+        if (side !== null && t.width === AUTO) {
+            sized.width = side;
+            sized.height = side;
+        }
+        var batched = Object.assign({}, sized);
+        if (batch !== null && t.batch_size === AUTO) batched.batch_size = batch;
+        return {chosen: assign(p, {tiles: batched}), shown: assign(p, {tiles: sized})};
+    }
+
+    function autoWhat(tiles, choice) {
+        return choice ? choice.tileWidth + "x" + choice.tileHeight + " px tiles (" + choice.tiles + " of them), batch " + tiles.batch_size
+            : tiles.width + "x" + tiles.height + " px tiles, batch " + tiles.batch_size;
+    }
+
+    /**
+     * auto_plan.resolve: the preset's "auto" tile size and batch chosen for a job on `canvases`
+     * ([width, height] px of each pass it mixes; the choice is made on the largest and holds for
+     * all) within `budget` ({model: a cost model or null, bytes, source}; null: none given).
+     * Returns {preset (canonical, every size a number), shown (the tile size chosen, the batch as
+     * asked: what the infotext keeps), choice (rank's, or null), fits, note (one line, "" where
+     * nothing was auto)}, or {problems} where Python refuses: the tiles section's values
+     * (tileProblems), no side of the model's band above the overlap, or every side's plan.
+     */
+    function resolveAuto(preset, canvases, budget) {
+        var p = canonical(preset), t = p.tiles;
+        if (!t || !(t.width === AUTO || t.height === AUTO || t.batch_size === AUTO) || !canvases || !canvases.length) {
+            return {preset: p, shown: p, choice: null, fits: 0, note: ""};
+        }
+        var problems = tileProblems(preset.tiles);
+        if (problems.length) return {problems: problems};
+        var autoSize = t.width === AUTO, autoBatch = t.batch_size === AUTO, fixed;
+        var canvas = canvases.reduce(function(a, c) { return cellsOf(c) > cellsOf(a) ? c : a; });
+        var model = budget ? budget.model || null : null;
+        if (!model) {
+            fixed = fixedTiles(p, autoSize ? FALLBACK_SIDE : null, autoBatch ? FALLBACK_BATCH : null);
+            var why = budget ? budget.source : "no memory budget was given";
+            return {preset: fixed.chosen, shown: fixed.shown, choice: null, fits: 0,
+                note: "auto: " + autoWhat(fixed.chosen.tiles) + " (the fixed default: " + why + ")"};
+        }
+        var o = overlapOf(t), overlap = Math.max(o.x, o.y);
+        var sides = autoSize ? modelSides(model).filter(function(s) { return s > overlap; }) : [null];
+        if (!sides.length) {
+            var band = model.tileSides;
+            return {problems: ["tiles.overlap: " + overlap + " px leaves no room in an automatic tile (" + band[0] + " to " + band[1] +
+                " px for " + model.name + "); give an overlap below " + band[1] + " px, or tiles.width and tiles.height in px"]};
+        }
+        var grids = [], seen = {}, error = null;
+        sides.forEach(function(side) {
+            var plan = buildPlan(fixedTiles(p, side, 1).chosen, canvas[0], canvas[1]);
+            if (plan.problems) { // too many crops, or the overlap does not fit below this side
+                error = plan.problems;
+                return;
+            }
+            var key = plan.tiles.tileWidth + "x" + plan.tiles.tileHeight;
+            if (seen[key]) return; // clamped to the canvas like a smaller side: the same grid
+            seen[key] = true;
+            grids.push({tileWidth: plan.tiles.tileWidth, tileHeight: plan.tiles.tileHeight, tiles: plan.tiles.tiles.length, side: side,
+                groups: plan.groups.map(function(g) { return [g.count, g.area]; })});
+        });
+        if (!grids.length) return {problems: error}; // every grid refused: the largest tiles' problems
+        var ranked = rank(model, grids, autoBatch ? null : [t.batch_size]), fits = within(ranked, budget.bytes);
+        var best = fits.length ? fits[0] : ranked.reduce(function(a, c) {
+            return c.peakBytes < a.peakBytes || (c.peakBytes === a.peakBytes && c.seconds < a.seconds) ? c : a;
+        });
+        var grid = grids.filter(function(g) { return g.tileWidth === best.tileWidth && g.tileHeight === best.tileHeight; })[0];
+        fixed = fixedTiles(p, grid.side, autoBatch ? best.batchSize : null);
+        var verdict = fits.length ? "the fastest of " + fits.length + " grids and batches that fit"
+            : "OVER the budget: nothing tried fits (the smallest predicted peak of " + ranked.length + " is this one); " +
+              "lower tiles.overlap or free memory";
+        return {preset: fixed.chosen, shown: fixed.shown, choice: best, fits: fits.length,
+            note: "auto: " + autoWhat(fixed.chosen.tiles, best) + ": " + pyFixed(best.seconds, 3) + " s/step and " +
+                pyFixed(best.peakBytes / GIB, 2) + " GiB predicted by " + model.name + " for " + pyFixed(budget.bytes / GIB, 2) +
+                " GiB (" + budget.source + "): " + verdict};
+    }
+
+    function cellsOf(size) {
+        return Math.floor(size[0] / LATENT) * Math.floor(size[1] / LATENT);
+    }
+
+    /**
+     * auto_plan.plan_on: buildPlan on one width x height px canvas (default: the preset's), its
+     * "auto" sizes chosen there first (resolveAuto, whose result the plan keeps as `auto`; a null
+     * `budget` gives the fixed defaults). {problems} where either refuses.
+     */
+    function planOn(preset, width, height, budget) {
+        if ((width == null || height == null) && preset.canvas) {
+            width = width == null ? preset.canvas.width : width;
+            height = height == null ? preset.canvas.height : height;
+        }
+        var auto = Number.isInteger(width) && Number.isInteger(height) ? resolveAuto(preset, [[width, height]], budget) : null;
+        if (auto && auto.problems) return {problems: auto.problems};
+        var plan = buildPlan(auto ? auto.preset : preset, width, height);
+        if (!plan.problems) plan.auto = auto;
+        return plan;
     }
 
     /** The hires-fix target of txt2img (processing.calculate_target_resolution), floored to the latent grid. */
@@ -568,9 +802,114 @@
         return out;
     }
 
+    /** A tile side as parse_preset takes it: an integer in [64, 16384] px (anything else is "auto" there, or refused). */
+    function isTileSide(v) {
+        return Number.isInteger(v) && v >= TILE_MIN && v <= MAX_SIDE;
+    }
+
+    /**
+     * The tile grid with every field, as parse_preset reads it: one side in px and the other
+     * absent is a square tile; an absent overlap is the default, below the tile (an auto side
+     * counts as the largest). "auto" stays "auto".
+     */
     function tileSettings(tiles) {
         tiles = tiles || {};
-        return keepUnknown(filled(DEFAULT_TILES, tiles), tiles);
+        var out = keepUnknown(filled(DEFAULT_TILES, tiles), tiles);
+        if (tiles.height === undefined && isTileSide(tiles.width)) out.height = tiles.width;
+        else if (tiles.width === undefined && isTileSide(tiles.height)) out.width = tiles.height;
+        if (tiles.overlap === undefined) {
+            var d = DEFAULT_TILES.overlap, side = function(v) { return isTileSide(v) ? v : MAX_SIDE; };
+            var ox = Math.min(d, Math.max(side(out.width) - LATENT, 0)), oy = Math.min(d, Math.max(side(out.height) - LATENT, 0));
+            out.overlap = ox === oy ? ox : {x: ox, y: oy};
+        }
+        return out;
+    }
+
+    /** checker.show: a value as Python's json.dumps writes it (ASCII, ", " and ": "), cut to 60 characters. */
+    function show(value) {
+        var text = pyJson(value);
+        return text.length <= 60 ? text : text.slice(0, 57) + "...";
+    }
+
+    function pyJson(v) {
+        if (v === null || v === undefined) return "null";
+        if (typeof v === "boolean") return v ? "true" : "false";
+        if (typeof v === "number") return pyNumber(v);
+        if (typeof v === "string") {
+            return JSON.stringify(v).replace(/[\u007f-\uffff]/g, function(c) { return "\\u" + ("000" + c.charCodeAt(0).toString(16)).slice(-4); });
+        }
+        if (Array.isArray(v)) return "[" + v.map(pyJson).join(", ") + "]";
+        return "{" + Object.keys(v).map(function(k) { return pyJson(k) + ": " + pyJson(v[k]); }).join(", ") + "}";
+    }
+
+    /** A number as Python prints it: a whole one as an int (JSON's integers), else float's repr. */
+    function pyNumber(x) {
+        if (!isFinite(x)) return x > 0 ? "Infinity" : x < 0 ? "-Infinity" : "NaN";
+        if (Number.isInteger(x)) return BigInt(x).toString();
+        var parts = x.toExponential().split("e"), exp = +parts[1];
+        if (exp >= -4 && exp < 16) return String(x);
+        return parts[0] + "e" + (exp < 0 ? "-" : "+") + (Math.abs(exp) < 10 ? "0" : "") + Math.abs(exp);
+    }
+
+    /**
+     * Checker.field for a number row (integer, "auto" where the row allows it): [the value, or the
+     * row's default when it is refused; the problem or null]. `hi` and `note` as Checker.field's.
+     */
+    function checkNumber(path, value, at, hi, note) {
+        var f = FIELDS[path], integer = f.kind === "integer";
+        if (f.auto && value === AUTO) return [AUTO, null];
+        var lo = f.min, unit = !f.unit ? "" : f.unit === "px" ? " px" : " (" + f.unit + ")";
+        hi = hi === undefined ? f.max : hi;
+        var allowed = (f.exclusiveMin ? "(" : "[") + lo + ", " + hi + "]" + unit + (note || "") + (f.auto ? " or \"" + AUTO + "\"" : "");
+        var fallback = f.required ? null : f["default"];
+        if (typeof value !== "number" || !isFinite(value) || (integer && !Number.isInteger(value))) {
+            return [fallback, at + ": expected " + (integer ? "an integer" : "a number") + " in " + allowed + ", got " + show(value)];
+        }
+        if (value < lo || value > hi || (f.exclusiveMin && value === lo)) {
+            return [fallback, at + ": " + pyNumber(value) + " is out of range; allowed " + allowed];
+        }
+        if (f.multipleOf && value % f.multipleOf) {
+            var down = Math.floor(value / f.multipleOf) * f.multipleOf;
+            return [fallback, at + ": " + value + " is not a multiple of " + f.multipleOf + " px (one latent cell); nearest: " + down +
+                " or " + (down + f.multipleOf)];
+        }
+        return [value, null];
+    }
+
+    /**
+     * The problems parse_preset finds in a tiles section, in its words and order: each value
+     * (a number in range, or "auto" for the sides and the batch), both sides "auto" or both in px,
+     * the overlap below the tile. Unknown keys are left to the Python validator.
+     */
+    function tileProblems(t) {
+        if (t === undefined || t === null) return [];
+        if (!isObject(t)) return ["tiles: expected an object, got " + show(t)];
+        var problems = [], grid = {};
+        var read = function(path, value, at, hi, note) {
+            var got = checkNumber(path, value, at, hi, note);
+            if (got[1]) problems.push(got[1]);
+            return got[0];
+        };
+        ["width", "height", "batch_size"].forEach(function(k) {
+            grid[k] = t[k] === undefined ? DEFAULT_TILES[k] : read("tiles." + k, t[k], "tiles." + k);
+        });
+        if (t.height === undefined && typeof grid.width === "number") grid.height = grid.width; // a square tile
+        else if (t.width === undefined && typeof grid.height === "number") grid.width = grid.height;
+        if (t.width === grid.width && t.height === grid.height && (grid.width === AUTO) !== (grid.height === AUTO)) {
+            var fixed = grid.height === AUTO ? "width" : "height";
+            problems.push("tiles." + fixed + ": " + show(grid[fixed]) + " beside \"" + AUTO + "\": auto chooses both sides of a square tile; " +
+                "give both tiles.width and tiles.height as \"" + AUTO + "\" or both in px");
+        }
+        var tw = typeof grid.width === "number" ? grid.width : MAX_SIDE, th = typeof grid.height === "number" ? grid.height : MAX_SIDE;
+        var o = t.overlap;
+        if (isObject(o)) {
+            ["x", "y"].forEach(function(k) { if (o[k] === undefined) problems.push("tiles.overlap." + k + ": is required"); });
+            if (o.x !== undefined) read("tiles.overlap.x", o.x, "tiles.overlap.x", Math.max(tw - LATENT, 0), " (below the tile width)");
+            if (o.y !== undefined) read("tiles.overlap.y", o.y, "tiles.overlap.y", Math.max(th - LATENT, 0), " (below the tile height)");
+        } else if (o !== undefined) {
+            read("tiles.overlap", o, "tiles.overlap", Math.max(Math.min(tw, th) - LATENT, 0), " (below the tile size)");
+        }
+        return problems;
     }
 
     function weightSettings(weights) {
@@ -747,14 +1086,30 @@
         return clamp(v, lo, hi);
     }
 
-    function cleanTiles(t) {
-        var width = clamp(roundTo(cleanNumber(t.width, TILE_MIN, MAX_SIDE, DEFAULT_TILES.width)), TILE_MIN, MAX_SIDE);
-        var height = clamp(roundTo(cleanNumber(t.height, TILE_MIN, MAX_SIDE, DEFAULT_TILES.height)), TILE_MIN, MAX_SIDE);
-        var o = overlapOf(t), limit = Math.max(Math.min(width, height) - LATENT, 0);
+    /** A tile side from the panel: "auto", 0 (a slider's auto, as the VAE tile's 0 is null) or not a number is auto; else px on the 8 px grid. */
+    function cleanTileSide(value) {
+        var v = value === AUTO ? 0 : cleanNumber(value, 0, MAX_SIDE, 0);
+        return v < 1 ? AUTO : clamp(roundTo(v), TILE_MIN, MAX_SIDE);
+    }
+
+    /**
+     * The tile grid from the panel's values. The sides are both "auto" or both px (parse_preset
+     * refuses a mix): the one set last, `lead` ("width" or "height"; default width), decides for
+     * both, so a slider set to 0 makes both auto and one moved off 0 gives the other its size.
+     */
+    function cleanTiles(t, lead) {
+        var width = cleanTileSide(t.width), height = cleanTileSide(t.height);
+        if ((width === AUTO) !== (height === AUTO)) {
+            if (lead === "height") width = height;
+            else height = width;
+        }
+        var side = function(v) { return v === AUTO ? MAX_SIDE : v; };
+        var o = overlapOf(t), limit = Math.max(Math.min(side(width), side(height)) - LATENT, 0);
         var ox = clamp(nearest(cleanNumber(o.x, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
         var oy = clamp(nearest(cleanNumber(o.y, 0, MAX_SIDE, DEFAULT_TILES.overlap)), 0, limit);
+        var batch = t.batch_size === AUTO ? 0 : cleanNumber(t.batch_size, 0, MAX_BATCH, 0, {integer: true});
         return keepUnknown({width: width, height: height, overlap: ox === oy ? ox : {x: ox, y: oy},
-            batch_size: cleanNumber(t.batch_size, 1, MAX_BATCH, DEFAULT_TILES.batch_size, {integer: true})}, t);
+            batch_size: batch < 1 ? AUTO : batch}, t);
     }
 
     /** A side of an upscale target: px, multiple of 8, in [64, 16384]. */
@@ -937,7 +1292,8 @@
         case "tiles": {
             // a partial update of the grid: {width, height, overlap, batch_size}
             var base = s.preset.tiles || s.stash.tiles || DEFAULT_TILES;
-            var merged = cleanTiles(assign(tileSettings(base), action.tiles));
+            var lead = "height" in action.tiles && !("width" in action.tiles) ? "height" : "width";
+            var merged = cleanTiles(assign(tileSettings(base), action.tiles), lead);
             if (!s.preset.tiles) return assign(s, {stash: assign(s.stash, {tiles: merged})});
             p = canonical(s.preset);
             p.tiles = merged;
@@ -991,7 +1347,9 @@
 
     var api = {
         FIELDS: FIELDS, field: field, fieldTitle: fieldTitle, LATENT: LATENT, MAX_SIDE: MAX_SIDE, DEFAULT_TILES: DEFAULT_TILES, DEFAULT_VARIANCE: DEFAULT_VARIANCE,
-        DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, COST_MODEL: COST_MODEL, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
+        DEFAULT_BATCH_SIZE: DEFAULT_BATCH_SIZE, COST_MODEL: COST_MODEL, COST_MODELS: COST_MODELS, MODES: MODES, PASSES: PASSES, KINDS: KINDS,
+        AUTO: AUTO, GIB: GIB, costModel: costModel, editorBudget: editorBudget, resolveAuto: resolveAuto, planOn: planOn,
+        rank: rank, within: within, tileGrids: tileGrids, stepCost: stepCost, tileProblems: tileProblems, show: show, pyFixed: pyFixed,
         nearest: nearest, roundTo: roundTo, clamp: clamp, snapBox: snapBox, canvasSize: canvasSize,
         planAxis: planAxis, planTiles: planTiles, tileCount: tileCount, MAX_CROPS: MAX_CROPS, modelCallsPerStep: modelCallsPerStep, buildPlan: buildPlan,
         planSummary: planSummary, profile: profile, weightField: weightField, normalisedWeightAt: normalisedWeightAt,

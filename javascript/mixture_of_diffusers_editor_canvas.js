@@ -2,8 +2,9 @@
  * Mixture of Diffusers, region editor: the canvas. It draws the generation's canvas at its
  * aspect ratio (the img2img source image under it, placed as the upscale places it), a heat map
  * of the normalised weights (hatched red where no crop reaches a latent pixel), the tile grid of
- * the pass shown, and the regions with their labels and resize handles; then it has the text
- * around the canvas (mixture_of_diffusers_editor_panel.js) brought up to date.
+ * the pass shown ("auto" sizes as the job chooses them), and the regions with their labels and
+ * resize handles; then it has the text around the canvas (mixture_of_diffusers_editor_panel.js)
+ * brought up to date.
  *
  * Load order: none needed (the WebUI loads javascript/*.js as classic scripts in sorted name
  * order). This file only registers its part, HANDLE and rgb() at load time; MoDCore and the
@@ -76,10 +77,12 @@
         var passShown = this.gridPassShown();
         var hv = passShown === "hires" ? this.hiresView : null;
         var planW = hv ? hv.width : W, planH = hv ? hv.height : H, scale = W / planW;
-        var plan = MoDCore.buildPlan(MoDCore.canonical(preset), planW, planH);
+        // "auto" sizes as the job chooses them: once, on the largest pass it mixes, for every pass
+        var job = this.resolveJob(preset), planned = job.problems ? null : job.preset;
+        var plan = planned ? MoDCore.buildPlan(planned, planW, planH) : {problems: job.problems};
         if (!plan.problems) this.drawHeat(ctx, plan, W, H, img ? 0.5 : 0.85);
         else this.uncovered = 0;
-        var tiles = plan.problems ? this.tilesOnly(preset, planW, planH) : plan.tiles;
+        var tiles = plan.problems ? this.tilesOnly(planned || preset, planW, planH) : plan.tiles;
         if (tiles) {
             ctx.lineWidth = px;
             ctx.setLineDash([4 * px, 3 * px]);
@@ -100,7 +103,7 @@
         this.renderUpscaleNote();
         if (!this.drag) this.renderFields(false);
         this.renderList();
-        this.renderStats();
+        this.renderStats(job);
         this.renderMessage();
         this.gridPickWrap.hidden = !(this.hiresView && (this.state.preset.passes || "both") !== "first");
         this.gridPick.value = passShown;
@@ -115,7 +118,7 @@
         else ctx.drawImage(img, 0, 0, W, H);
     };
 
-    /** The tile grid alone, drawn when the whole preset has problems (a region off the canvas, say). */
+    /** The tile grid alone, drawn when the whole preset has problems (a region off the canvas, say; none while "auto" is unresolved). */
     part.tilesOnly = function(preset, w, h) {
         if (!preset.tiles) return null;
         var p = MoDCore.buildPlan({version: 1, tiles: preset.tiles, regions: []}, w, h);

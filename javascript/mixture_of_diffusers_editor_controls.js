@@ -14,12 +14,14 @@
 
     var E = window.MoDEditor = window.MoDEditor || {parts: {}};
     var part = E.parts.controls = {};
-    var UPSCALE_GRID = {width: 768, height: 768, overlap: 128, batch_size: 4}; // presets/upscale-*.json
+    var UPSCALE_GRID = {width: 768, height: 768, overlap: 128, batch_size: "auto"}; // presets/upscale-*.json
     var UPSCALE_TARGETS = {up2x: null, upqhd: [2560, 1440], up4k: [3840, 2160], up4kcn: [3840, 2160]};
     // img2img: the buttons set the preset's upscale section to these Upscale target choices
     var UPSCALE_BUTTON_CHOICES = {up2x: "2x", upqhd: "QHD 2560\u00d71440", up4k: "4K UHD 3840\u00d72160", up4kcn: "4K UHD 3840\u00d72160"};
     // img2img: the buttons' upscale.controlnet_tile (the one with ControlNet tile is shown when a tile model is installed)
     var CONTROLNET_TILE = {up4kcn: "auto"};
+    var AUTO_SIDE_NOTE = "Here 0 is auto: both sides are chosen, a square tile, for the device's free memory when the job starts " +
+        "(the line under the editor shows the choice). Moving one side off 0 gives the other the same size; setting one to 0 makes both auto.";
     // Built when the tooltips are set, not at load time: they read the field table through MoDCore.
     function titles() {
         return {
@@ -50,11 +52,12 @@
             weighting: MoDCore.fieldTitle("weights.kind", "gaussian is highest in a crop's middle, so crops hand over smoothly; " +
                 "constant is a plain average where crops overlap."),
             variance: MoDCore.fieldTitle("weights.variance", "Relative to each crop's size."),
-            tile_w: MoDCore.fieldTitle("tiles.width", "Snapped to 8 px (one latent cell)."),
-            tile_h: MoDCore.fieldTitle("tiles.height", "Snapped to 8 px (one latent cell)."),
+            tile_w: MoDCore.fieldTitle("tiles.width", "Snapped to 8 px (one latent cell). " + AUTO_SIDE_NOTE),
+            tile_h: MoDCore.fieldTitle("tiles.height", "Snapped to 8 px (one latent cell). " + AUTO_SIDE_NOTE),
             overlap: MoDCore.fieldTitle("tiles.overlap", "Snapped to 8 px, below the tile size. The planner takes the fewest tiles that " +
                 "overlap at least this much and spreads them evenly, so real overlaps (shown under the editor) can be larger."),
-            batch: MoDCore.fieldTitle("tiles.batch_size", "Regions without a tile grid use " + MoDCore.DEFAULT_BATCH_SIZE + "."),
+            batch: MoDCore.fieldTitle("tiles.batch_size", "Here 0 is auto: the batch is chosen for the device's free memory when the job " +
+                "starts (the line under the editor shows the choice). Regions without a tile grid use " + MoDCore.DEFAULT_BATCH_SIZE + "."),
             preset: "bundled/: presets that come with the extension (the paper's layouts, upscaling grids). user/: yours, kept in the WebUI's " +
                 "data folder (mixture_of_diffusers_presets), safe across updates of the extension.",
             save_name: "Name for Save: letters, digits, spaces and . , ( ) + - _, at most 80 characters.",
@@ -70,9 +73,17 @@
 
     // ---------------------------------------------------------------- the panel's gradio controls
 
-    /** JSON -> controls. Events the writes raise are ignored (this.syncing). */
-    part.syncControls = function() {
+    /** A tile size or batch on its slider: "auto" is 0 (what is not a number, a typo in the JSON, leaves the slider). */
+    function sliderValue(v) {
+        return v === MoDCore.AUTO ? 0 : typeof v === "number" ? v : null;
+    }
+
+    /** JSON -> controls, all but the slider named `except` (one being dragged). Events the writes raise are ignored (this.syncing). */
+    part.syncControls = function(except) {
         this.syncing = true;
+        var self = this, number = function(name, v) {
+            if (name !== except && v !== null) E.setNumber(self.id(name), v);
+        };
         try {
             var p = this.state.preset, t = this.currentTiles(), w = MoDCore.weightSettings(p.weights);
             var overlap = typeof t.overlap === "object" ? t.overlap.x : t.overlap;
@@ -80,10 +91,10 @@
             E.setRadio(this.id("weighting"), w.kind);
             E.setNumber(this.id("variance"), w.variance);
             E.setRadio(this.id("passes"), p.passes || "both");
-            E.setNumber(this.id("tile_w"), t.width);
-            E.setNumber(this.id("tile_h"), t.height);
-            E.setNumber(this.id("overlap"), overlap);
-            E.setNumber(this.id("batch"), t.batch_size);
+            number("tile_w", sliderValue(t.width));
+            number("tile_h", sliderValue(t.height));
+            number("overlap", sliderValue(overlap));
+            number("batch", sliderValue(t.batch_size));
             var vae = MoDCore.vaeSettings(p.vae);
             E.setRadio(this.id("vae_tiling"), vae.tiling);
             if (typeof vae.tile === "number" || vae.tile === null) E.setNumber(this.id("vae_tile"), vae.tile || 0);
@@ -135,12 +146,21 @@
         var onRadio = function(name, handler) {
             on(name, function(e) { if (e.target.type === "radio" && e.target.checked) handler(e.target.value); });
         };
+        var OTHER_SIDE = {tile_w: "height", tile_h: "width"}, square = null;
         Object.keys(sliders).forEach(function(name) {
             onNumber(name, function(v, final) {
                 var change = {};
-                change[sliders[name]] = v;
+                change[sliders[name]] = v; // 0: auto (MoDCore's cleanTiles)
+                if (OTHER_SIDE[name]) {
+                    // A side dragged off auto keeps the other along (a square tile, as auto's) until the drag ends;
+                    // the reducer alone would give the other side only the first step's size.
+                    if (square === null) square = self.currentTiles().width === MoDCore.AUTO;
+                    if (square) change[OTHER_SIDE[name]] = v;
+                    if (final) square = null;
+                }
                 self.commit({type: "tiles", tiles: change}, !final);
-                if (final) self.syncControls(); // show the snapped value
+                // final: show the snapped value; while dragging, the others (a tile side takes the other along off or onto auto)
+                self.syncControls(final ? undefined : name);
             });
         });
         onNumber("variance", function(v, final) { self.commit({type: "weights", variance: v}, !final); });
@@ -271,7 +291,7 @@
         if (this.tab === "txt2img") this.dispatch({type: "passes", passes: "both"});
         this.commit(null);
         this.syncControls();
-        this.note = note + " Tile grid 768\u00d7768 px, overlap 128 px.";
+        this.note = note + " Tile grid 768\u00d7768 px, overlap 128 px, batch auto.";
         this.render();
     };
 

@@ -115,6 +115,40 @@
         return MoDCore.tileSettings(this.state.preset.tiles || this.state.stash.tiles || MoDCore.DEFAULT_TILES);
     };
 
+    /**
+     * What "auto" tile and batch sizes are chosen for ({model, bytes, source}, an auto_plan Budget):
+     * the host's cost model and memory, which the panel puts on the editor's element
+     * (lib_mixture_webui/panel.py: data-auto-model, "" where none is measured for the host, as the
+     * job then takes the fixed defaults; data-auto-budget; data-auto-source), else the default cost
+     * model and 8 GiB. The job chooses again from the memory free when it starts.
+     */
+    part.autoBudget = function() {
+        var name = this.host.getAttribute("data-auto-model");
+        if (name === null) return MoDCore.editorBudget();
+        var source = this.host.getAttribute("data-auto-source") || "the panel";
+        var model = name ? MoDCore.costModel(name) : null;
+        if (name && !model) source = "cost model " + name + " is unknown to the editor";
+        return {model: model, bytes: +this.host.getAttribute("data-auto-budget") || 0, source: source};
+    };
+
+    /** The cost model of the estimates: the host's, else the default one. */
+    part.costModel = function() {
+        return this.autoBudget().model || MoDCore.COST_MODEL;
+    };
+
+    /** [width, height] px of each pass `preset` mixes (lib_mixture_webui/job.py mixed_sizes), else the first pass's. */
+    part.mixedSizes = function(preset) {
+        var passes = preset.passes || "both", v = this.state.view, h = this.hiresView, out = [];
+        if (passes !== "hires") out.push([v.width, v.height]);
+        if (h && passes !== "first") out.push([h.width, h.height]);
+        return out.length ? out : [[v.width, v.height]];
+    };
+
+    /** The job's "auto" choice for `preset` (MoDCore.resolveAuto: made on the largest mixed pass, it holds for every pass). */
+    part.resolveJob = function(preset) {
+        return MoDCore.resolveAuto(preset, this.mixedSizes(preset), this.autoBudget());
+    };
+
     part.boxes = function() {
         return MoDCore.snappedBoxes(this.state.preset, this.state.view);
     };

@@ -3,7 +3,7 @@
  * elements (toolbar, canvas stage, fields of the selected region, region list, stats, messages);
  * the render* methods keep their text in step with the state: the readout of the box under edit,
  * the upscale note, the fields, the list, a line per pass (tiles, real overlaps, model calls,
- * a memory estimate) and the messages.
+ * a memory estimate), the "auto" tile and batch choice and the messages.
  *
  * Load order: none needed (the WebUI loads javascript/*.js as classic scripts in sorted name
  * order). This file only registers its part, make() and excerpt() at load time; MoDCore and
@@ -186,8 +186,9 @@
         return (lo === hi ? lo : lo + "\u2013" + hi) + " px";
     }
 
-    function passLine(name, preset, w, h) {
-        var plan = MoDCore.buildPlan(MoDCore.canonical(preset), w, h);
+    /** One pass of the job (`job`: MoDCore.resolveAuto's, its "auto" sizes chosen) with the estimate by `model`. */
+    function passLine(name, job, w, h, model) {
+        var plan = job.problems ? job : MoDCore.buildPlan(job.preset, w, h);
         if (plan.problems) return name + " " + w + "\u00d7" + h + ": " + plan.problems.join("; ");
         var parts = [name + " " + w + "\u00d7" + h];
         var t = plan.tiles;
@@ -201,22 +202,23 @@
         if (plan.regions.length) parts.push(plan.regions.length + " region" + (plan.regions.length === 1 ? "" : "s"));
         parts.push(plan.modelCallsPerStep + " model call" + (plan.modelCallsPerStep === 1 ? "" : "s") + " per step (" +
             plan.crops.length + " crops, batch " + plan.batchSize + ")");
-        var est = MoDCore.estimateCost(plan);
+        var est = MoDCore.estimateCost(plan, model);
         parts.push("\u2248 " + est.seconds.toFixed(2) + " s/step, peak \u2248 " + gib(est.bytes) + " (estimate)");
         return parts.join(" \u00b7 ");
     }
 
-    part.renderStats = function() {
-        var preset = this.previewPreset(), v = this.state.view, passes = preset.passes || "both", lines = [];
+    /** A line per pass, the "auto" choice (`job`, the canvas's resolveJob) and the cost model's formula. */
+    part.renderStats = function(job) {
+        var preset = this.previewPreset(), v = this.state.view, passes = preset.passes || "both", lines = [], m = this.costModel();
         if (this.hiresView) {
-            lines.push(passes === "hires" ? "First pass " + v.width + "\u00d7" + v.height + ": not mixed (passes: hires)" : passLine("First pass", preset, v.width, v.height));
+            lines.push(passes === "hires" ? "First pass " + v.width + "\u00d7" + v.height + ": not mixed (passes: hires)" : passLine("First pass", job, v.width, v.height, m));
             lines.push(passes === "first" ? "Hires pass " + this.hiresView.width + "\u00d7" + this.hiresView.height + ": not mixed (passes: first)" :
-                passLine("Hires pass", preset, this.hiresView.width, this.hiresView.height));
+                passLine("Hires pass", job, this.hiresView.width, this.hiresView.height, m));
         } else {
-            lines.push(passLine("Canvas", preset, v.width, v.height));
+            lines.push(passLine("Canvas", job, v.width, v.height, m));
         }
-        var m = MoDCore.COST_MODEL;
-        this.stats.innerHTML = lines.map(function(l) { return "<div>" + escapeHtml(l) + "</div>"; }).join("") +
+        var auto = job.note ? "<div class=\"mod-auto\">" + escapeHtml(job.note) + "</div>" : "";
+        this.stats.innerHTML = lines.map(function(l) { return "<div>" + escapeHtml(l) + "</div>"; }).join("") + auto +
             "<div class=\"mod-formula\" title=\"" + escapeHtml(m.source) + "\">Time and peak memory of sampling (one image, not VAE decoding) " +
             "predicted by the cost model " + escapeHtml(m.name) + ", fitted to model calls measured on that device: " + gib(m.weightsBytes) +
             " of weights + " + (m.rowCellBytes / 1024).toFixed(1) + " KiB \u00d7 crop latent cells \u00d7 crops per call \u00d7 2 (cond + uncond) " +

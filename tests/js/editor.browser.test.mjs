@@ -71,6 +71,34 @@ async function setSlider(id, value) {
     }, [id, value]);
 }
 
+/**
+ * Drag a slider's range bar through `values` (input events, then change): what each step leaves
+ * in the editor's state and on the sliders of both tile sides.
+ */
+async function dragSlider(id, values, tab = "txt2img") {
+    return page.evaluate(([i, vs, t]) => {
+        const r = document.querySelector(`#${i} input[type=range]`), ed = MoD.editor(t), steps = [];
+        const number = (name) => document.querySelector(`#mod_${t}_${name} input[type=number]`).value;
+        for (const v of vs) {
+            r.value = v;
+            r.dispatchEvent(new Event("input", {bubbles: true}));
+            steps.push({tiles: MoDCore.tileSettings(ed.state.preset.tiles), w: number("tile_w"), h: number("tile_h")});
+        }
+        r.dispatchEvent(new Event("change", {bubbles: true}));
+        return steps;
+    }, [id, values, tab]);
+}
+
+/** The editor's "auto" line, parsed: tile size, tiles, batch, model, budget and source. */
+const AUTO_LINE = /auto: (\d+)x(\d+) px tiles \((\d+) of them\), batch (\d+): \d+\.\d{3} s\/step and \d+\.\d\d GiB predicted by (\S+) for (\d+\.\d\d) GiB \(([^)]*)\): the fastest of \d+ grids and batches that fit/;
+
+async function autoLine(tab = "txt2img") {
+    const text = await page.textContent(`#mod_${tab}_editor .mod-auto`);
+    const m = AUTO_LINE.exec(text);
+    assert.ok(m, `not an auto line: ${text}`);
+    return {width: +m[1], height: +m[2], tiles: +m[3], batch: +m[4], model: m[5], gib: m[6], source: m[7], text};
+}
+
 async function shot(name, selector = "#mod_txt2img_editor") {
     const file = path.join(outDir(), name);
     await page.locator(selector).screenshot({path: file});
@@ -96,7 +124,10 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
 
     test("it starts from the JSON and draws the canvas at the aspect ratio of width x height", async () => {
         const c = await config();
-        assert.equal(c.tiles.width, 768);
+        assert.deepEqual(c.tiles, {width: "auto", height: "auto", overlap: 64, batch_size: "auto"}, "the panel's default");
+        for (const id of ["tile_w", "tile_h", "batch"]) {
+            assert.equal(await page.inputValue(`#mod_txt2img_${id} input[type=number]`), "0", `${id}: "auto" shows as 0`);
+        }
         let g = await geometry();
         assert.deepEqual(g.view, {width: 512, height: 512});
         assert.ok(Math.abs(g.width - g.height) <= 1, `square canvas, got ${g.width}x${g.height}`);
@@ -105,7 +136,14 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         g = await geometry();
         assert.ok(Math.abs(g.width / g.height - 2) < 0.02, `2:1 canvas, got ${g.width}x${g.height}`);
         const stats = await page.textContent("#mod_txt2img_editor .mod-stats");
-        assert.match(stats, /Canvas 1024×512 · tiles 2×1 = 2 of 768×512 px, real overlaps x 512 px/);
+        const auto = await autoLine();
+        assert.equal(auto.model, "sd15-fp16-sdpa-h200", "no data-auto-model on this page: the default cost model");
+        assert.equal(auto.gib, "8.00");
+        assert.equal(auto.source, "the editor's default, 8 GiB");
+        const want = await page.evaluate(() => MoDCore.resolveAuto(MoD.editor("txt2img").state.preset, [[1024, 512]], MoDCore.editorBudget()));
+        assert.equal(auto.text, want.note, "the line is MoDCore.resolveAuto's note");
+        assert.match(stats, new RegExp(`Canvas 1024×512 · tiles \\d+×1 = ${auto.tiles} of ${auto.width}×${auto.height} px`));
+        assert.match(stats, new RegExp(`\\(${auto.tiles} crops, batch ${auto.batch}\\)`), "planned with the chosen batch");
         assert.match(stats, /model calls? per step/);
         assert.match(stats, /≈ \d+\.\d\d s\/step, peak ≈ \d+\.\d GiB \(estimate\)/);
         const formula = await page.textContent("#mod_txt2img_editor .mod-formula");
@@ -131,6 +169,49 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         c = await configWhen((j) => j.passes === "hires" && j.weights.kind === "gaussian");
         await page.check("#mod_txt2img_passes input[value=both]");
         await configWhen((j) => j.passes === "both");
+    });
+
+    test("tile sliders: 0 writes \"auto\" for both sides, one moved off 0 takes the other along, never a mixed pair", async () => {
+        const start = await page.evaluate(() => window.modTestLog.length);
+        await setSlider("mod_txt2img_tile_h", 0);
+        await configWhen((j) => j.tiles.width === "auto" && j.tiles.height === "auto");
+        assert.equal(await page.inputValue("#mod_txt2img_tile_w input[type=number]"), "0", "the other side's slider shows auto too");
+        const steps = await dragSlider("mod_txt2img_tile_w", [128, 200, 512]);
+        assert.deepEqual(steps.map((st) => [st.tiles.width, st.tiles.height, st.w, st.h]),
+            [[128, 128, "128", "128"], [200, 200, "200", "200"], [512, 512, "512", "512"]], "the height follows while dragging");
+        await configWhen((j) => j.tiles.width === 512 && j.tiles.height === 512);
+        await dragSlider("mod_txt2img_tile_h", [384, 0]);
+        await configWhen((j) => j.tiles.width === "auto" && j.tiles.height === "auto");
+        assert.equal(await page.inputValue("#mod_txt2img_tile_w input[type=number]"), "0");
+        await setSlider("mod_txt2img_batch", 3);
+        await configWhen((j) => j.tiles.batch_size === 3);
+        await setSlider("mod_txt2img_batch", 0);
+        await configWhen((j) => j.tiles.batch_size === "auto");
+        const pushed = await page.evaluate((n) => window.modTestLog.slice(n).map((e) => JSON.parse(e.text).tiles), start);
+        assert.ok(pushed.length >= 4);
+        const mixed = await page.evaluate((ts) => ts.map((t) => MoDCore.tileProblems(t)).filter((ps) => ps.length), pushed);
+        assert.deepEqual(mixed, [], "every JSON the sliders wrote is one Python accepts");
+        assert.ok(pushed.every((t) => (t.width === "auto") === (t.height === "auto")));
+    });
+
+    test("JSON \"auto\" shows 0 on the sliders; a mixed pair typed by hand gets Python's message", async () => {
+        const ta = "#mod_txt2img_config textarea", good = await page.inputValue(ta), edited = JSON.parse(good);
+        edited.tiles = {width: 640, height: 640, overlap: 64, batch_size: 5};
+        await page.fill(ta, JSON.stringify(edited, null, 2));
+        await page.waitForFunction(() => document.querySelector("#mod_txt2img_tile_w input[type=number]").value === "640");
+        assert.equal(await page.inputValue("#mod_txt2img_batch input[type=number]"), "5");
+        assert.equal(await page.isHidden("#mod_txt2img_editor .mod-auto"), true, "nothing auto: no auto line");
+        edited.tiles = {width: "auto", height: "auto", overlap: 64, batch_size: "auto"};
+        await page.fill(ta, JSON.stringify(edited, null, 2));
+        await page.waitForFunction(() => ["tile_w", "tile_h", "batch"].every((id) =>
+            document.querySelector(`#mod_txt2img_${id} input[type=number]`).value === "0"));
+        edited.tiles = {width: 512, height: "auto", overlap: 64, batch_size: "auto"};
+        await page.fill(ta, JSON.stringify(edited, null, 2));
+        await page.waitForFunction(() => /beside "auto"/.test(document.querySelector("#mod_txt2img_editor .mod-stats").textContent));
+        assert.match(await page.textContent("#mod_txt2img_editor .mod-stats"), /Canvas 1024×512: tiles\.width: 512 beside "auto": auto chooses both sides of a square tile; give both tiles\.width and tiles\.height as "auto" or both in px/);
+        await page.fill(ta, good);
+        await configWhen((j) => j.tiles.width === "auto" && j.tiles.height === "auto");
+        await autoLine();
     });
 
     test("drag on empty space creates a region, snapped to the latent grid", async () => {
@@ -281,13 +362,14 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         await page.waitForFunction(() => document.querySelector("#mod_txt2img_tile_w input[type=number]").value === "640");
         assert.equal(await page.inputValue("#mod_txt2img_tile_h input[type=number]"), "480");
         assert.equal(await page.inputValue("#mod_txt2img_overlap input[type=number]"), "320");
+        assert.equal(await page.inputValue("#mod_txt2img_batch input[type=number]"), "0", "batch_size \"auto\"");
         assert.ok(await page.isChecked("#mod_txt2img_mode input[value=tiles]"));
     });
 
     test("4K UHD: hires fix 2x from 1920x1080 and the upscale grid, in one click", async () => {
         await page.click("#mod_txt2img_up4k");
         const c = await configWhen((j) => j.tiles.overlap === 128);
-        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
+        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: "auto"});
         assert.equal(c.passes, "both");
         assert.equal(await page.inputValue("#txt2img_width input[type=number]"), "1920");
         assert.equal(await page.inputValue("#txt2img_height input[type=number]"), "1080");
@@ -297,7 +379,24 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         assert.match(stats, /First pass 1920×1080 · tiles 3×2 = 6 of 768×768 px/);
         assert.match(stats, /Hires pass 3840×2160 · tiles 6×4 = 24 of 768×768 px/);
         assert.equal(await page.inputValue("#mod_txt2img_overlap input[type=number]"), "128");
+        let auto = await autoLine();
+        assert.deepEqual([auto.width, auto.height, auto.tiles], [768, 768, 24], "the batch is chosen on the hires pass, the larger");
+        assert.match(stats, new RegExp(`First pass 1920×1080 · .*\\(6 crops, batch ${auto.batch}\\)`), "the same batch for both passes");
+        assert.match(stats, new RegExp(`Hires pass 3840×2160 · .*\\(24 crops, batch ${auto.batch}\\)`));
         await shot("editor-4k.png");
+        // auto sides too: one square tile chosen on the hires pass holds for both passes
+        await setSlider("mod_txt2img_tile_w", 0);
+        await configWhen((j) => j.tiles.width === "auto" && j.tiles.height === "auto" && j.tiles.overlap === 128);
+        auto = await autoLine();
+        const want = await page.evaluate(() => MoDCore.resolveAuto(MoD.editor("txt2img").state.preset, [[1920, 1080], [3840, 2160]],
+            MoDCore.editorBudget()));
+        assert.equal(auto.text, want.note);
+        assert.equal(want.choice.tiles, auto.tiles);
+        const both = await page.textContent("#mod_txt2img_editor .mod-stats");
+        assert.match(both, new RegExp(`First pass 1920×1080 · tiles \\d+×\\d+ = \\d+ of ${auto.width}×${auto.height} px`));
+        assert.match(both, new RegExp(`Hires pass 3840×2160 · tiles \\d+×\\d+ = ${auto.tiles} of ${auto.width}×${auto.height} px.*batch ${auto.batch}\\)`));
+        await page.click("#mod_txt2img_up4k");
+        await configWhen((j) => j.tiles.width === 768);
     });
 
     test("broken JSON typed by hand: the editor waits, then follows the fix", async () => {
@@ -341,7 +440,7 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         await page.click("#mod_img2img_up4k");
         let c = await configWhen((j) => !!j.upscale, "img2img");
         assert.deepEqual(c.upscale, {upscaler: "Lanczos", width: 3840, height: 2160, fit: "crop", guide_strength: 0});
-        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
+        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: "auto"});
         assert.equal(c.regions.length, 1, "the region stays");
         await page.waitForFunction(() => MoD.editor("img2img").state.view.width === 3840);
         g = await geometry("img2img");
@@ -355,6 +454,11 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
             "Upscale with Lanczos: source 960×540 → target 3840×2160 (crop)");
         const stats = await page.textContent("#mod_img2img_editor .mod-stats");
         assert.match(stats, /Canvas 3840×2160 · tiles 6×4 = 24 of 768×768 px/);
+        const auto = await autoLine("img2img"); // this editor has the panel's data-auto-* attributes
+        assert.deepEqual([auto.model, auto.gib, auto.source], ["sd15-fp32-sdpa-cpu-2core", "12.00", "free memory of cpu: 9.03 GiB at start-up"]);
+        assert.match(stats, new RegExp(`\\(25 crops, batch ${auto.batch}\\)`), "24 tiles and the region, the batch chosen");
+        assert.match(await page.textContent("#mod_img2img_editor .mod-formula"), /cost model sd15-fp32-sdpa-cpu-2core, fitted/,
+            "the estimates use the host's model");
         const shown = await page.$$eval("#mod_img2img_editor [data-box]", (els) => els.map((e) => +e.value));
         const kx = 3840 / 768, ky = 2160 / 512;
         const want = await page.evaluate(([d, x, y]) => MoDCore.snapBox(d.x * x, d.y * y, d.width * x, d.height * y, 3840, 2160), [drawn, kx, ky]);
@@ -374,7 +478,7 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         let c = await configWhen((j) => j.upscale && j.upscale.controlnet_tile === "auto", "img2img");
         assert.deepEqual(c.upscale, {upscaler: "Lanczos", width: 3840, height: 2160, fit: "crop", guide_strength: 0,
             controlnet_tile: "auto"});
-        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
+        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: "auto"});
         assert.ok(await page.isChecked("#mod_img2img_upscale_target input[value='4K UHD 3840×2160']"));
         assert.match(await page.textContent("#mod_img2img_editor"), /ControlNet tile\./);
         assert.match(await page.textContent("#mod_img2img_editor .mod-upscale-note"), / · ControlNet tile: auto \(a ControlNet unit/);
@@ -466,15 +570,39 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
     test("tooltips and limits come from the preset's field table", async () => {
         const got = await page.evaluate(() => {
             const cfg = document.querySelector("#mod_txt2img_editor [data-field=cfg_scale]");
-            return {tile: document.querySelector("#mod_txt2img_tile_w").title, cfgTitle: cfg.closest("label").title, cfgMax: cfg.max,
+            return {tile: document.querySelector("#mod_txt2img_tile_w").title, batch: document.querySelector("#mod_txt2img_batch").title,
+                cfgTitle: cfg.closest("label").title, cfgMax: cfg.max,
                 seedMax: document.querySelector("#mod_txt2img_editor [data-field=seed]").max, fields: MoDFields.fields};
         });
         const f = got.fields;
         assert.ok(got.tile.startsWith(f["tiles.width"].doc), got.tile);
-        assert.ok(got.tile.includes(`${f["tiles.width"].min} to ${f["tiles.width"].max} px`), got.tile);
+        assert.ok(got.tile.includes(`${f["tiles.width"].min} to ${f["tiles.width"].max} px, or auto`), got.tile);
+        assert.match(got.tile, /Here 0 is auto: both sides are chosen/);
+        assert.match(got.batch, /Here 0 is auto: the batch is chosen/);
         assert.ok(got.cfgTitle.startsWith(f["regions[].cfg_scale"].doc), got.cfgTitle);
         assert.equal(+got.cfgMax, f["regions[].cfg_scale"].max);
         assert.equal(+got.seedMax, f["regions[].seed"].max);
+    });
+
+    test("a host without a cost model: the fixed default (768 px, batch 4), as its jobs, and the default model's estimates", async () => {
+        const source = "no cost model is measured for sdxl on mps in fp16; there are: sd15-fp16-sdpa-h200 at start-up";
+        const got = await page.evaluate((src) => {
+            const ed = MoD.editor("img2img"), host = ed.host, before = ["data-auto-model", "data-auto-budget", "data-auto-source"]
+                .map((a) => [a, host.getAttribute(a)]);
+            host.setAttribute("data-auto-model", "");
+            host.setAttribute("data-auto-budget", "0");
+            host.setAttribute("data-auto-source", src);
+            ed.commit({type: "tiles", tiles: {width: 0}});
+            const out = {note: host.querySelector(".mod-auto").textContent, formula: host.querySelector(".mod-formula").textContent,
+                stats: host.querySelector(".mod-stats").textContent, tiles: JSON.parse(ed.textarea().value).tiles};
+            before.forEach(([a, v]) => host.setAttribute(a, v));
+            ed.commit({type: "tiles", tiles: {width: 768}});
+            return out;
+        }, source);
+        assert.deepEqual([got.tiles.width, got.tiles.height], ["auto", "auto"]);
+        assert.equal(got.note, `auto: 768x768 px tiles, batch 4 (the fixed default: ${source})`);
+        assert.match(got.stats, /Canvas 768×512 · tiles 1×1 = 1 of 768×512 px .*batch 4\)/, "768 px clamped to the canvas");
+        assert.match(got.formula, /cost model sd15-fp16-sdpa-h200, fitted/);
     });
 
     test("no console errors", async () => {

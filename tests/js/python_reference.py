@@ -1,7 +1,8 @@
 """Expected values for the JavaScript port of the planner (tests/js/core.test.js).
 
 Prints (or with --write FILE, stores in FILE) what lib_mixture computes for a fixed, seeded set of cases: snapped boxes, tile axes, whole plans
-of presets on canvases, weight profiles and upscale targets. Standard library only, like the plan preview, except the upscale
+of presets on canvases, weight profiles, upscale targets, the "auto" tile and batch choice (auto_plan.resolve) and the tiles section's
+validation messages. Standard library only, like the plan preview, except the upscale
 cases: lib_mixture.upscale needs numpy and Pillow, and without them "upscales" is null (the JavaScript test skips).
 
     python3 tests/js/python_reference.py [--write FILE]
@@ -18,10 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from lib_mixture import cost  # noqa: E402
+from lib_mixture.auto_plan import Budget, plan_on, resolve  # noqa: E402
 from lib_mixture.bundled import bundled_presets  # noqa: E402
 from lib_mixture.cost import estimate  # noqa: E402
 from lib_mixture.geometry import snap_box  # noqa: E402
-from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.planner import plan_axis  # noqa: E402
 from lib_mixture.preset import PresetError, load_preset, loads_preset, parse_preset  # noqa: E402
 from lib_mixture.weights import profile  # noqa: E402
@@ -29,7 +31,7 @@ from lib_mixture.weights import profile  # noqa: E402
 def plan_case(obj, width, height):
     try:
         preset = parse_preset(obj)
-        plan = build_plan(preset, width, height)
+        plan = plan_on(preset, width, height)  # "auto": the fixed defaults (no budget)
     except PresetError as e:
         return {"preset": obj, "width": width, "height": height, "problems": e.problems}
     s = plan.summary()
@@ -53,6 +55,11 @@ def random_preset(rng: random.Random, width: int, height: int) -> dict:
         else:
             overlap = rng.randrange(0, limit + 1)
         obj["tiles"] = {"width": tw, "height": th, "overlap": overlap, "batch_size": rng.randrange(1, 9)}
+        if rng.random() < 0.2:
+            obj["tiles"]["batch_size"] = "auto"
+        largest = max(overlap.values()) if isinstance(overlap, dict) else overlap
+        if rng.random() < 0.15 and largest < 760:  # the fixed default's 768 px tiles take it
+            obj["tiles"]["width"] = obj["tiles"]["height"] = "auto"
     if mode != "tiles":
         regions = []
         canvas = None
@@ -122,6 +129,143 @@ def cases() -> dict:
             for variance in (0.01, 0.02, 0.5):
                 out["profiles"].append({"args": [kind, length, variance], "expect": profile(kind, length, variance)})
     out["upscales"] = upscale_cases()
+    out["autos"] = auto_cases()
+    out["tile_checks"] = tile_check_cases()
+    return out
+
+
+GIB = cost.GIB
+SCALED = cost.for_host("sd1", "cuda", "fp32")  # the default model's memory x2: a name the editor must read too
+
+
+def random_budget(rng: random.Random) -> Budget | None:
+    pick = rng.random()
+    if pick < 0.08:
+        return None
+    if pick < 0.16:
+        return Budget(None, 0.0, "no cost model is measured for sdxl on mps in fp16; there are: " + ", ".join(cost.available()))
+    model = rng.choice([cost.load(name) for name in cost.available()] + [SCALED])
+    amount = rng.choice([
+        rng.uniform(2.0, 4.5) * GIB,  # often over: the weights alone are 2 or 4 GiB
+        rng.uniform(4, 80) * GIB,
+        rng.randrange(16, 640) * GIB / 8,  # eighths of a GiB: halves at two decimals (Python rounds them to even)
+        float(rng.randrange(1, 1 << 40)),
+    ])
+    return Budget(model, amount, rng.choice(["free memory of cuda:0: 71.20 GiB at start-up", "--budget", "the editor's default, 8 GiB"]))
+
+
+def budget_json(budget: Budget | None) -> dict | None:
+    if budget is None:
+        return None
+    return {"model": budget.model.name if budget.model else None, "bytes": budget.bytes, "source": budget.source}
+
+
+def random_auto_preset(rng: random.Random, first: tuple[int, int]) -> dict:
+    """A preset with a tile grid whose size, batch or both are "auto" (now and then neither), sometimes with regions."""
+    kind = rng.choice(["both", "both", "size", "batch", "none"])
+    tiles = {}
+    if kind in ("both", "size"):
+        tiles["width"] = tiles["height"] = "auto"
+        if rng.random() < 0.15:
+            del tiles[rng.choice(["width", "height"])]  # the other defaults to "auto"
+    else:
+        tw = rng.randrange(64, 1025, 8) if rng.random() < 0.9 else rng.randrange(64, 1100)
+        th = tw if rng.random() < 0.5 else rng.randrange(64, 1025, 8)
+        tiles["width"], tiles["height"] = tw, th
+        if rng.random() < 0.1:
+            del tiles["height"]  # one side in px: a square tile
+    if kind in ("both", "batch"):
+        if rng.random() < 0.8:
+            tiles["batch_size"] = "auto"
+    else:
+        tiles["batch_size"] = rng.randrange(1, 17)
+    sized = isinstance(tiles.get("width", tiles.get("height")), int)
+    limit = (min(tiles.get("width", 16384), tiles.get("height", tiles.get("width", 16384))) - 8) if sized else 800
+    pick = rng.random()
+    if pick < 0.1:
+        pass  # the default overlap
+    elif pick < 0.3:
+        tiles["overlap"] = {"x": rng.randrange(0, max(limit, 0) + 1, 8), "y": rng.randrange(0, max(limit, 0) + 1)}
+    elif pick < 0.4 and not sized:
+        tiles["overlap"] = rng.choice([700, 760, 767, 768, 800, 511, 512, 576, 570])  # at and past the band's sides
+    else:
+        tiles["overlap"] = rng.randrange(0, min(max(limit, 0), 320) + 1, rng.choice([1, 8, 32]))
+    obj = {"version": 1, "tiles": tiles}
+    if rng.random() < 0.35:
+        w, h = first
+        regions = []
+        for _ in range(rng.randrange(1, 5)):
+            x, y = rng.randrange(0, max(w - 64, 1)), rng.randrange(0, max(h - 64, 1))
+            region = {"x": x, "y": y, "width": rng.randrange(8, w - x + 1), "height": rng.randrange(8, h - y + 1)}
+            if rng.random() < 0.4:
+                region["cfg_scale"] = rng.choice([5, 7.5, None])
+            regions.append(region)
+        obj["regions"] = regions
+        obj["canvas"] = {"width": w, "height": h}
+    if rng.random() < 0.2:
+        obj["passes"] = rng.choice(["first", "hires"])
+    return obj
+
+
+def auto_cases() -> list[dict]:
+    """auto_plan.resolve on random presets, canvases (one pass, or a first pass and its hires pass) and budgets."""
+    rng = random.Random(20240613)
+    sizes = [(512, 512), (768, 512), (1024, 1024), (1920, 1080), (2560, 1440), (3840, 2160), (665, 998), (64, 64),
+             (600, 4000), (16384, 16384), (12000, 9000)]
+    out = []
+    for i in range(400):
+        first = rng.choice(sizes) if rng.random() < 0.5 else (rng.randrange(64, 4097, rng.choice([1, 8])),
+                                                              rng.randrange(64, 4097, rng.choice([1, 8])))
+        canvases = [first]
+        if rng.random() < 0.4:
+            scale = rng.choice([1.5, 2, 2.5])
+            canvases.append((int(first[0] * scale) // 8 * 8, int(first[1] * scale) // 8 * 8))
+            if rng.random() < 0.3:
+                canvases.reverse()
+        if rng.random() < 0.05:
+            canvases = [(4096, 4096), (4096, 4096)]  # a tie: the first of the largest
+        obj = random_auto_preset(rng, first)
+        if i % 50 == 0:  # a small tile over a huge canvas: more crops than allowed
+            obj = {"version": 1, "tiles": {"width": 64, "height": 64, "overlap": 56, "batch_size": "auto"}}
+            canvases = [(16384, 16384)]
+        budget = random_budget(rng)
+        case = {"preset": obj, "canvases": [list(c) for c in canvases], "budget": budget_json(budget)}
+        try:
+            r = resolve(parse_preset(obj), canvases, budget)
+        except PresetError as e:
+            out.append(dict(case, problems=e.problems))
+            continue
+        c = r.choice
+        out.append(dict(case, expect={
+            "preset": r.preset.to_dict(), "shown": r.shown.to_dict(), "fits": r.fits, "note": r.note,
+            "choice": None if c is None else {"tileWidth": c.tile_width, "tileHeight": c.tile_height, "tiles": c.tiles,
+                                              "batchSize": c.batch_size, "calls": c.calls, "seconds": c.seconds,
+                                              "peakBytes": c.peak_bytes}}))
+    return out
+
+
+def tile_check_cases() -> list[dict]:
+    """parse_preset on tiles sections with "auto", numbers, mixes and bad values: its problems, or the tiles it reads."""
+    rng = random.Random(20240614)
+    good = {"side": [None, "auto", 512, 768, 515, 64, 1024], "batch_size": [None, "auto", 1, 4, 64],
+            "overlap": [None, 0, 64, 56, 504, 600, 760, {"x": 64, "y": 32}]}
+    bad = {"side": [0, 63, 16385, 512.5, True, None, "AUTO", "auto ", "512", [512], {}, 1e20, 100000000000000000000, 0.0001,
+                    1.5e-07, "\u00e9t\u00e9", "a very long text that is cut to sixty characters by checker.show, as Python does"],
+           "batch_size": [0, 65, 2.5, "4", False, "Auto", None],
+           "overlap": [900, 16376, {"x": 900, "y": 8}, {"x": 8}, {"y": 0}, "64", -8, 12.5, None, [1, 2]]}
+    out = []
+    for _ in range(600):
+        tiles = {}
+        for key, kind in (("width", "side"), ("height", "side"), ("batch_size", "batch_size"), ("overlap", "overlap")):
+            value = rng.choice(good[kind] if rng.random() < 0.85 else bad[kind])
+            if value is not None or rng.random() < 0.1:  # None: absent, now and then null
+                tiles[key] = value
+        try:
+            preset = parse_preset({"version": 1, "tiles": tiles})
+        except PresetError as e:
+            out.append({"tiles": tiles, "problems": [p for p in e.problems if p.startswith("tiles")]})
+            continue
+        out.append({"tiles": tiles, "problems": [], "expect": preset.to_dict()["tiles"]})
     return out
 
 

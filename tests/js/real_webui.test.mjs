@@ -123,6 +123,31 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
         assert.ok(g.k > 1);
     });
 
+    test("the default grid is \"auto\": sliders at 0, the choice for this host's cost model and memory under the editor", async () => {
+        const c = await config();
+        assert.deepEqual(c.tiles, {width: "auto", height: "auto", overlap: 64, batch_size: "auto"});
+        for (const id of ["tile_w", "tile_h", "batch"]) {
+            assert.equal(await page.inputValue(`#mod_txt2img_${id} input[type=number]`), "0", `${id}: auto is 0`);
+        }
+        const got = await page.evaluate(() => {
+            const host = gradioApp().querySelector("#mod_txt2img_editor .mod-editor"), line = host.querySelector(".mod-auto");
+            return {model: host.getAttribute("data-auto-model"), budget: host.getAttribute("data-auto-budget"),
+                source: host.getAttribute("data-auto-source"), note: line ? line.textContent : null,
+                formula: host.querySelector(".mod-formula").textContent,
+                gib: MoDCore.pyFixed(+host.getAttribute("data-auto-budget") / MoDCore.GIB, 2)};
+        });
+        assert.ok(got.model !== null && got.budget !== null && got.source, `the panel says what auto is fitted to: ${JSON.stringify(got)}`);
+        assert.ok(got.note && got.note.includes(`(${got.source})`), got.note);
+        if (got.model) {
+            // every side of the model's band is clamped to the 192x128 canvas: one tile, batch 1
+            assert.ok(got.note.startsWith(`auto: ${W}x${H} px tiles (1 of them), batch 1: `), got.note);
+            assert.ok(got.note.includes(` predicted by ${got.model} for ${got.gib} GiB (${got.source}): `), got.note);
+            assert.ok(got.formula.includes(`cost model ${got.model},`), got.formula);
+        } else {
+            assert.equal(got.note, `auto: 768x768 px tiles, batch 4 (the fixed default: ${got.source})`, "no cost model for this host");
+        }
+    });
+
     test("every control says what it does and its range", async () => {
         const missing = await page.evaluate(() => {
             const ids = ["mode", "passes", "weighting", "variance", "tile_w", "tile_h", "overlap", "batch", "vae_tiling", "vae_tile",
@@ -275,7 +300,7 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
     test("4K UHD in txt2img: 1920x1080, hires fix 2x, the upscale grid", async () => {
         await page.click("#mod_txt2img_up4k");
         const c = await configWhen((j) => j.tiles && j.tiles.overlap === 128);
-        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: 4});
+        assert.deepEqual(c.tiles, {width: 768, height: 768, overlap: 128, batch_size: "auto"});
         await page.waitForFunction(() => gradioApp().querySelector("#txt2img_hr-visible-checkbox").checked);
         assert.equal(await page.inputValue("#txt2img_width input[type=number]"), "1920");
         assert.equal(await page.inputValue("#txt2img_height input[type=number]"), "1080");
