@@ -19,6 +19,7 @@ from lib_mixture.preset import Preset, PresetError, image_seed, loads_preset, pa
 INFOTEXT_KEY = "Mixture of Diffusers"
 SOURCE = "Mixture of Diffusers argument"  # what PresetError messages call the script's arguments
 WARNINGS_KEY = "Mixture of Diffusers warnings"
+AUTO_KEY = "Mixture of Diffusers auto"  # how "auto" tile and batch sizes were chosen, and why
 
 
 def read_args(args: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[bool, Preset | None]:

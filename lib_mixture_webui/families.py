@@ -21,3 +21,12 @@ def check(model: Any) -> None:
         name = getattr(getattr(model, "sd_checkpoint_info", None), "name_for_extra", None) or "this checkpoint"
         raise UnsupportedModel(f"Mixture of Diffusers does not support SD3 models ({name}); turn Mixture of "
                                "Diffusers off for this job, or use an SD 1.x, SD 2.x or SDXL checkpoint")
+
+
+def family(model: Any) -> str:
+    """The family name cost models use (`lib_mixture.cost.CostModel.family`): ``sdxl``, ``sd2`` or ``sd1``."""
+    if getattr(model, "is_sdxl", False):
+        return "sdxl"
+    if getattr(model, "is_sd2", False):
+        return "sd2"
+    return "sd1"

@@ -8,6 +8,7 @@ side effects: the API builds it again to learn the default values.
 
 from __future__ import annotations
 
+import html
 import json
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ from lib_mixture.fields import FIELD
 from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import Preset, TileGrid
 from lib_mixture_webui import controlnet_tile
+from lib_mixture_webui.budget import panel_budget
 from lib_mixture_webui import preset_handlers as handlers
 
 try:
@@ -62,10 +64,11 @@ CONTROLS = {
     "passes": _choice("passes", "Hires fix passes", "which passes are mixed when hires fix is on"),
     "weighting": _choice("weights.kind", "Weighting", "how crops fade into each other"),
     "variance": _number("weights.variance", "Gaussian variance", 0.0001, "paper: 0.01; larger = softer"),
-    "tile_w": _number("tiles.width", "Tile width (px)", LATENT_FACTOR, "snapped to 8"),
-    "tile_h": _number("tiles.height", "Tile height (px)", LATENT_FACTOR, "snapped to 8"),
+    # 0 stands for "auto" (chosen for the device's free memory when the job starts), as vae_tile's 0 for null.
+    "tile_w": _number("tiles.width", "Tile width (px)", LATENT_FACTOR, "0: auto; snapped to 8", minimum=0, value=0),
+    "tile_h": _number("tiles.height", "Tile height (px)", LATENT_FACTOR, "0: auto; snapped to 8", minimum=0, value=0),
     "overlap": _number("tiles.overlap", "Minimum tile overlap (px)", LATENT_FACTOR, "below the tile size, snapped to 8"),
-    "batch": _number("tiles.batch_size", "Tile batch size", 1, "crops per model call"),
+    "batch": _number("tiles.batch_size", "Tile batch size", 1, "0: auto; crops per model call", minimum=0, value=0),
     "upscale_target": dict(choices=list(UPSCALE_TARGETS), value="off", label="Upscale target",
                            info="off; 2x; QHD / 4K: that size; scale / size: the fields below"),
     "upscale_fit": _choice("upscale.fit", "Upscale fit",
@@ -163,7 +166,13 @@ def _upscale_controls(eid, control):
 
 
 def _editor_html(tab):
-    return (f'<div class="mod-editor" data-tab="{tab}">'
+    # What "auto" tile and batch sizes are chosen for on this server (the editor shows the choice;
+    # the job chooses again from the memory free when it starts).
+    budget = panel_budget()
+    auto = "" if budget is None else (f' data-auto-model="{html.escape(budget.model.name if budget.model else "")}"'
+                                      f' data-auto-budget="{int(budget.bytes)}"'
+                                      f' data-auto-source="{html.escape(budget.source)} at start-up"')
+    return (f'<div class="mod-editor" data-tab="{tab}"{auto}>'
             '<div class="mod-editor-placeholder">The region editor needs the page\'s JavaScript; the '
             'configuration below still works.</div></div>')
 

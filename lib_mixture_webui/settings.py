@@ -26,7 +26,10 @@ OPTIONS = {
     "mod_max_guide_megapixels": (DEFAULT_LIMITS.max_image_pixels / 1e6, "Largest guide image, in megapixels "
                                                                          "(read from the header, before decoding)"),
     "mod_max_guide_mib": (DEFAULT_LIMITS.max_image_chars // MIB, "Longest guide image data URL or file, in MiB"),
+    "mod_auto_memory_gib": (0.0, "Memory for \"auto\" tile and batch sizes, in GiB: the whole job, weights "
+                                 "included (0: the device's free memory when the job starts)"),
 }
+_MINIMUM = {"mod_auto_memory_gib": 0}  # the other numbers are counts and sizes: at least 1
 
 
 def register() -> None:
@@ -40,7 +43,8 @@ def register() -> None:
         elif isinstance(default, str):
             component, args = gr.Textbox, {"lines": 3}
         else:
-            component, args = gr.Number, {"precision": 0 if isinstance(default, int) else 1, "minimum": 1}
+            component, args = gr.Number, {"precision": 0 if isinstance(default, int) else 1,
+                                          "minimum": _MINIMUM.get(key, 1)}
         info = shared.OptionInfo(default, label, component, args, section=SECTION, restrict_api=True)
         shared.opts.add_option(key, info)
 
@@ -64,6 +68,15 @@ def limits(opts: Any = None) -> Limits:
     return Limits(max_regions=positive("mod_max_regions"), max_crops=positive("mod_max_crops"),
                   max_image_pixels=positive("mod_max_guide_megapixels", 1e6),
                   max_image_chars=positive("mod_max_guide_mib", MIB))
+
+
+def auto_memory_bytes(opts: Any = None) -> float:
+    """The owner's memory for automatic plans in bytes; 0: the device's free memory."""
+    try:
+        value = float(_get(opts if opts is not None else _opts(), "mod_auto_memory_gib"))
+    except (TypeError, ValueError):
+        return 0.0
+    return value * 2**30 if value > 0 else 0.0
 
 
 def guide_folders(opts: Any = None) -> tuple[str, ...]:

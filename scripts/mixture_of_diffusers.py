@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from modules import script_callbacks, scripts, shared
 
+from lib_mixture.auto_plan import wants_choice
 from lib_mixture.preset import PresetError
 from lib_mixture_webui import context, controlnet_tile, families, panel, patches, settings, upscale, user_presets
-from lib_mixture_webui.args import INFOTEXT_KEY, ImageInfotext, pasted_config, read_args
+from lib_mixture_webui.args import AUTO_KEY, INFOTEXT_KEY, ImageInfotext, pasted_config, read_args
+from lib_mixture_webui.budget import host_budget
 from lib_mixture_webui.guides import guide_refs, read_guides
 from lib_mixture_webui.job import Job
 
@@ -63,7 +65,9 @@ class MixtureOfDiffusersScript(scripts.Script):
                 families.check(shared.sd_model)  # again: override_settings may load another model after before_process
                 if preset.upscale is not None:
                     print(f"[Mixture of Diffusers] {ready.upscaled if ready else prepare_upscale(p, preset.upscale)}")
-                job = Job(p, preset, limits=limits)  # after the upscale: its canvas
+                # after the upscale: its canvas; "auto" sizes for the memory free now, the weights loaded
+                budget = host_budget(shared.sd_model) if wants_choice(preset) else None
+                job = Job(p, preset, limits=limits, budget=budget)
                 job.check(p)
         except (PresetError, families.UnsupportedModel) as e:
             # Script hooks' exceptions are only logged by the WebUI; the denoiser hook raises
@@ -76,7 +80,12 @@ class MixtureOfDiffusersScript(scripts.Script):
         context.attach(p, context.JobContext(job, host, guides, preset.vae))
         # The resolved preset: px boxes carry the canvas they were drawn on, so a paste into
         # another size scales them; region seeds and guides as each image used them.
-        p.extra_generation_params[INFOTEXT_KEY] = ImageInfotext(job.preset, guide_refs(job.preset, guides))
+        # "auto" tile sizes as chosen (they shape the image), an "auto" batch as asked (it does not).
+        shown = job.auto.shown
+        p.extra_generation_params[INFOTEXT_KEY] = ImageInfotext(shown, guide_refs(shown, guides))
+        if job.auto.note:
+            p.extra_generation_params[AUTO_KEY] = job.auto.note
+            print(f"[Mixture of Diffusers] {job.auto.note}")
 
     def postprocess(self, p, processed, *args):
         ctx = context.of(p)
