@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     source = (f"{gpu}, {args.dtype}, {'a tiny UNet' if args.tiny else 'the SD 1.5 UNet architecture'} with random "
               f"weights, {attention} attention, torch {torch.__version__}, {datetime.date.today().isoformat()}; "
               f"bench/calibrate_cost.py, median of {args.repeats}")
-    model = fit(name, source, float(weights), measured, quadratic_memory=args.quadratic_memory)
+    model = fit(name, source, float(weights), measured, quadratic_memory=args.quadratic_memory,
+                family="sd1", device=device.type, dtype=args.dtype)
     say(f"\n{name}: seconds = {model.call:.4g} + {model.row_cell:.4g} rows*cells + {model.row_cell2:.4g} rows*cells^2; "
         f"bytes = {model.base_bytes:.4g} + {model.row_cell_bytes:.4g} rows*cells + {model.row_cell2_bytes:.4g} rows*cells^2")
     say(f"  {'rows':>4} {'cells':>7} | {'s/call':>8} {'model':>8} {'error':>6} | {'GiB':>6} {'model':>6}")

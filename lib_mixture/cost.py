@@ -147,17 +147,18 @@ def _non_negative_fit(columns: Sequence[Sequence[float]], target: Sequence[float
 
 
 def fit(name: str, source: str, weights_bytes: float, measurements: Sequence[Measurement],
-        quadratic_memory: bool = False) -> CostModel:
+        quadratic_memory: bool = False, **host: object) -> CostModel:
     """The `CostModel` fitted to ``measurements`` (at least 3 of different sizes; ``quadratic_memory``
-    for an attention kernel whose memory grows with the square of the tokens); coefficients are
-    never negative. ValueError when the measurements cannot determine it."""
+    for an attention kernel whose memory grows with the square of the tokens; ``host``: its
+    ``family``, ``device``, ``dtype`` and ``tile_sides``); coefficients are never negative.
+    ValueError when the measurements cannot determine it."""
     rc = [float(m.rows * m.cells) for m in measurements]
     rc2 = [float(m.rows * m.cells * m.cells) for m in measurements]
     ones = [1.0] * len(measurements)
     t = _non_negative_fit([ones, rc, rc2], [m.seconds for m in measurements])
     b = _non_negative_fit([ones, rc] + ([rc2] if quadratic_memory else []),
                           [max(m.extra_bytes, 1.0) for m in measurements]) + ([] if quadratic_memory else [0.0])
-    return CostModel(name, source, weights_bytes, t[0], t[1], t[2], b[0], b[1], b[2], tuple(measurements))
+    return CostModel(name, source, weights_bytes, t[0], t[1], t[2], b[0], b[1], b[2], tuple(measurements), **host)
 
 
 def load(name: str) -> CostModel:
