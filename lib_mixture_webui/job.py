@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from lib_mixture.auto_plan import Budget, Resolution, resolve
+from lib_mixture.auto_plan import Budget, resolve
 from lib_mixture.limits import DEFAULT_LIMITS, Limits
 from lib_mixture.passes import JobPlans
 from lib_mixture.preset import Canvas, Preset
