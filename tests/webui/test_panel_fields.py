@@ -32,9 +32,11 @@ def test_each_number_control_spans_its_field(panel, name):
         assert f.minimum < control["minimum"] <= control["step"]
     elif name == "vae_tile":  # 0 stands for null (chosen from free memory)
         assert control["minimum"] == 0 and f.nullable
+    elif f.auto:  # 0 stands for "auto" (chosen for the device's free memory), the default
+        assert control["minimum"] == 0 and control["value"] == 0 and f.default == "auto" and "0: auto" in control["info"]
     else:
         assert control["minimum"] == f.minimum
-    if name not in ("upscale_width", "upscale_height", "vae_tile"):  # those show a target, not the default
+    if name not in ("upscale_width", "upscale_height", "vae_tile") and not f.auto:  # a target, or 0 for null/auto
         assert control["value"] == f.default
     assert f"{f.maximum:g}" in control["info"]
 
@@ -51,8 +53,10 @@ def test_the_built_panel_uses_the_table(panel):
         panel.build(False)
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     tile, variance = by_id["mod_txt2img_tile_w"], by_id["mod_txt2img_variance"]
-    assert (tile.minimum, tile.maximum, tile.value) == (64, FIELD["tiles.width"].maximum, FIELD["tiles.width"].default)
+    assert (tile.minimum, tile.maximum, tile.value) == (0, FIELD["tiles.width"].maximum, 0)  # 0: "auto", the default
     assert variance.maximum == FIELD["weights.variance"].maximum
+    editor = by_id["mod_txt2img_editor"].value  # what "auto" is previewed for: this host's model and memory
+    assert 'data-auto-model="sd15-fp32-sdpa-cpu-2core"' in editor and "free memory of cpu" in editor
 
 
 def test_the_controlnet_tile_button_is_img2img_only_and_hidden_without_a_tile_model(panel):
