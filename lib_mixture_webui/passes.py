@@ -58,6 +58,9 @@ class PassBuilder:
         else:
             cn.check(controlnet)
         if controlnet and (plan.regions or cn.one_crop_per_call(controlnet)):
+            if plan.batch_size > 1:
+                self.job.warnings.add([f"ControlNet with {'regions' if plan.regions else 'this unit'} takes one crop "
+                                       f"per model call: batch 1 instead of {plan.batch_size}"])
             plan = dataclasses.replace(plan, batch_size=1)  # one crop, one hint row, whatever the row layout
         canvas_guide = self._canvas_guide(p, hires)
         if runs_plain(plan, canvas_guide):

@@ -403,6 +403,23 @@ def test_an_api_request_from_the_infotext_alone_reproduces_the_image(ui, log):
     assert (pixels(again["images"][0]) == pixels(original["images"][0])).all()
 
 
+def test_auto_tiles_are_chosen_for_the_server_and_reproduce_from_the_infotext(ui, log):
+    """The default preset ("auto" tile size and batch) over HTTP: the choice for the server's free
+    memory is in the infotext, with the chosen tile size in the preset, and the infotext alone
+    gives the same image again."""
+    job = dict(BASE_JOB, width=1024, height=640, steps=2)
+    original = ui.txt2img(job, **mod(True, preset(tiles={})))
+    params = parse_infotext_params(infotext(original))
+    note = params["Mixture of Diffusers auto"]
+    assert note.startswith("auto: ") and "sd15-fp32-sdpa-cpu-2core" in note and "free memory of cpu" in note
+    tiles = json.loads(params[KEY])["tiles"]
+    assert 512 <= tiles["width"] == tiles["height"] <= 768 and tiles["batch_size"] == "auto"
+    assert f"auto: {tiles['width']}x{tiles['height']} px tiles" in note
+    again = ui.post("/sdapi/v1/txt2img", {"infotext": infotext(original), "send_images": True, "save_images": False})
+    # the same crops; the batch is chosen again (the CPU UNet rounds batches within one 8-bit level)
+    assert abs(pixels(again["images"][0]) - pixels(original["images"][0])).max() <= 1
+
+
 def test_preset_as_the_sole_argument(ui, log):
     config = preset(tiles=TILES, regions=THREE_REGIONS[:2] + [dict(THREE_REGIONS[2], weight=1)])
     as_object = ui.txt2img(BASE_JOB, **mod(config))

@@ -195,6 +195,8 @@ def test_regions_get_their_crops_one_crop_per_call_with_marked_conds(cn_host, ad
         hook.unmark_prompt_context = real_unmark
     crops = build_plan(parse_preset(config), W, H).crops()
     assert len(adapter_calls) == 3 * len(crops)  # one crop per call: 6 tiles and 2 regions a step
+    if parse_preset(config).tiles.batch_size > 1:  # said, not silent
+        assert "ControlNet with regions takes one crop per model call: batch 1 instead of" in res.infotexts[0]
     boxes = [c.box for c in crops]
     for hint, box in zip(adapter_calls, boxes):  # the first step, crops in plan order
         assert tuple(hint.shape) == (1, 3, box.height * 8, box.width * 8)
