@@ -19,7 +19,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from .cost import GIB, Choice, CostModel, Grid, rank, within
+from .cost import GIB, ROWS_PER_CROP, Choice, CostModel, Grid, rank, within
+from .geometry import LATENT_FACTOR
 from .limits import DEFAULT_LIMITS, Limits
 from .plan import MixturePlan, build_plan
 from .preset import Preset, PresetError
@@ -63,9 +64,10 @@ def wants_choice(preset: Preset) -> bool:
 
 
 def resolve(preset: Preset, canvases: Sequence[tuple[int, int]], budget: Budget | None,
-            limits: Limits = DEFAULT_LIMITS) -> Resolution:
+            limits: Limits = DEFAULT_LIMITS, images: int = 1) -> Resolution:
     """Choose ``preset``'s ``auto`` tile size and batch for a job on ``canvases`` (``(width, height)``
-    px of each pass it mixes) within ``budget``.
+    px of each pass it mixes) within ``budget``, for ``images`` images sampled together (the
+    WebUI's batch size: each crop of a call has their cond and uncond rows).
 
     Raises `PresetError` naming ``tiles.overlap`` when no tile side of the model's band leaves room
     for the overlap, and the planner's error when no side keeps the plan within ``limits``.
@@ -73,7 +75,7 @@ def resolve(preset: Preset, canvases: Sequence[tuple[int, int]], budget: Budget 
     tiles = preset.tiles
     if not wants_choice(preset) or not canvases:
         return Resolution(preset, preset)
-    width, height = max(canvases, key=lambda wh: (wh[0] // 8) * (wh[1] // 8))
+    width, height = max(canvases, key=lambda wh: (wh[0] // LATENT_FACTOR) * (wh[1] // LATENT_FACTOR))
     model = budget.model if budget is not None else None
     if model is None:
         side = FALLBACK_SIDE if tiles.auto_size else None
@@ -105,7 +107,7 @@ def resolve(preset: Preset, canvases: Sequence[tuple[int, int]], budget: Budget 
         grids[Grid(plan.tiles.tile_width, plan.tiles.tile_height, len(plan.tiles.tiles), tuple(plan.groups()))] = side
     if not grids:  # every grid over the server's crop limit: the largest tiles' message
         raise error
-    ranked = rank(model, grids, None if tiles.auto_batch else [tiles.batch_size])
+    ranked = rank(model, grids, None if tiles.auto_batch else [tiles.batch_size], rows_per_crop=ROWS_PER_CROP * images)
     fits = within(ranked, budget.bytes)
     best = fits[0] if fits else min(ranked, key=lambda c: (c.peak_bytes, c.seconds))
     side = next(s for g, s in grids.items() if (g.tile_width, g.tile_height) == (best.tile_width, best.tile_height))
@@ -113,8 +115,9 @@ def resolve(preset: Preset, canvases: Sequence[tuple[int, int]], budget: Budget 
     verdict = (f"the fastest of {len(fits)} grids and batches that fit" if fits else
                f"OVER the budget: nothing tried fits (the smallest predicted peak of {len(ranked)} is this one); "
                "lower tiles.overlap or free memory")
+    together = f" with {images} images a batch" if images > 1 else ""
     note = (f"auto: {_what(chosen, best)}: {best.seconds:.3f} s/step and {best.peak_bytes / GIB:.2f} GiB predicted by "
-            f"{model.name} for {budget.bytes / GIB:.2f} GiB ({budget.source}): {verdict}")
+            f"{model.name}{together} for {budget.bytes / GIB:.2f} GiB ({budget.source}): {verdict}")
     return Resolution(chosen, shown, best, len(fits), note)
 
 

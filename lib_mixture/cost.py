@@ -231,11 +231,11 @@ class Grid:
     groups: tuple[tuple[int, int], ...]
 
 
-def rank(model: CostModel, grids: Iterable[Grid], batches: Sequence[int] | None = None, max_batch: int = MAX_BATCH
-         ) -> list[Choice]:
+def rank(model: CostModel, grids: Iterable[Grid], batches: Sequence[int] | None = None, max_batch: int = MAX_BATCH,
+         rows_per_crop: int = ROWS_PER_CROP) -> list[Choice]:
     """Every grid at every batch size (``batches``, default 1 to ``max_batch`` less the sizes that
     make no fewer calls than one smaller) with its predicted cost, fastest first (ties: the
-    smaller peak)."""
+    smaller peak). ``rows_per_crop``: cond and uncond rows of every image of the job's batch."""
     out = []
     for g in grids:
         largest = max(count for count, _ in g.groups)
@@ -243,7 +243,7 @@ def rank(model: CostModel, grids: Iterable[Grid], batches: Sequence[int] | None 
             calls = sum(math.ceil(count / batch) for count, _ in g.groups)
             if batches is None and batch > 1 and calls == sum(math.ceil(c / (batch - 1)) for c, _ in g.groups):
                 continue  # as many calls as one crop fewer a call, and more memory
-            seconds, peak = model.step(g.groups, batch)
+            seconds, peak = model.step(g.groups, batch, rows_per_crop)
             out.append(Choice(g.tile_width, g.tile_height, g.tiles, batch, calls, seconds, peak))
     out.sort(key=lambda c: (c.seconds, c.peak_bytes))
     return out

@@ -49,7 +49,8 @@ class Job:
         self.warnings = Warnings(p.extra_generation_params)
         # a job that mixes no pass (hires only, without hires fix) still gets concrete sizes
         sizes = (mixed_sizes(p, preset) or [(int(p.width), int(p.height))]) if preset is not None else []
-        self.auto = resolve(preset, sizes, budget, limits) if preset is not None else None
+        images = max(1, int(getattr(p, "batch_size", 1) or 1))  # sampled together: their rows share each call
+        self.auto = resolve(preset, sizes, budget, limits, images) if preset is not None else None
         self.preset = self.auto.preset if self.auto is not None else None
         self.plans = JobPlans(self.preset, limits) if preset is not None else None
         if self.auto is not None and self.auto.choice is not None and not self.auto.fits:

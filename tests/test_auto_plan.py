@@ -136,3 +136,12 @@ def test_the_hosts_model_by_family_device_and_dtype():
 def test_plan_on_resolves_on_its_one_canvas():
     p = parse_preset({"version": 1, "canvas": {"width": 2048, "height": 2048}, "tiles": {}})
     assert plan_on(p, budget=budget(8)) == build_plan(resolve(p, [(2048, 2048)], budget(8)).preset)
+
+
+def test_images_sampled_together_share_each_call():
+    one = resolve(preset(), [(3840, 2160)], budget(8))
+    two = resolve(preset(), [(3840, 2160)], budget(8), images=2)
+    plan = build_plan(two.preset, 3840, 2160)
+    assert two.choice.peak_bytes == H200.step(plan.groups(), plan.batch_size, rows_per_crop=4)[1] <= 8 * GIB
+    assert two.choice.peak_bytes > cost.estimate(plan, H200)[1]  # twice the rows of one image's estimate
+    assert two.preset.tiles.batch_size <= one.preset.tiles.batch_size and "with 2 images a batch" in two.note

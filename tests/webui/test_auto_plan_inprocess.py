@@ -156,3 +156,19 @@ def test_fixed_sizes_are_left_alone(script):
 
     res = run(script, {"version": 1, "tiles": {"width": 512, "height": 512, "batch_size": 2}})
     assert AUTO_KEY not in params_of(res)
+
+
+def test_a_batch_of_images_is_chosen_for_their_rows(script, model_calls, free):
+    from lib_mixture import cost
+    from lib_mixture.auto_plan import Budget, resolve
+    from lib_mixture.preset import parse_preset
+    from lib_mixture_webui.args import AUTO_KEY
+
+    free(6 * GIB)
+    res = run(script, DEFAULT, batch_size=2)
+    model = cost.for_host("sd1", "cpu", "fp32")
+    want = resolve(parse_preset(DEFAULT), [(W, H)], Budget(model, model.weights_bytes + 0.9 * 6 * GIB,
+                                                            "free memory of cpu: 6.00 GiB"), images=2)
+    assert params_of(res)[AUTO_KEY] == want.note and "with 2 images a batch" in want.note
+    assert len(res.images) == 2
+    assert max(shape[0] for shape in model_calls) == 4 * want.choice.batch_size  # 2 images x cond, uncond
