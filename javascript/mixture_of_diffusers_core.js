@@ -558,9 +558,12 @@
         return {chosen: assign(p, {tiles: batched}), shown: assign(p, {tiles: sized})};
     }
 
+    /** auto_plan._what: the preset's tile size, and where the canvas clamps it, the tiles it makes there. */
     function autoWhat(tiles, choice) {
-        return choice ? choice.tileWidth + "x" + choice.tileHeight + " px tiles (" + choice.tiles + " of them), batch " + tiles.batch_size
-            : tiles.width + "x" + tiles.height + " px tiles, batch " + tiles.batch_size;
+        if (!choice) return tiles.width + "x" + tiles.height + " px tiles, batch " + tiles.batch_size;
+        var clamped = choice.tileWidth !== tiles.width || choice.tileHeight !== tiles.height;
+        return tiles.width + "x" + tiles.height + " px tiles (" + choice.tiles + " of them" +
+            (clamped ? ", " + choice.tileWidth + "x" + choice.tileHeight + " on this canvas" : "") + "), batch " + tiles.batch_size;
     }
 
     /**
@@ -615,9 +618,10 @@
         });
         var grid = grids.filter(function(g) { return g.tileWidth === best.tileWidth && g.tileHeight === best.tileHeight; })[0];
         fixed = fixedTiles(p, grid.side, autoBatch ? best.batchSize : null);
-        var verdict = fits.length ? "the fastest of " + fits.length + " grids and batches that fit"
-            : "OVER the budget: nothing tried fits (the smallest predicted peak of " + ranked.length + " is this one); " +
-              "lower tiles.overlap or free memory";
+        var verdict = fits.length ? (fits.length > 1 ? "the fastest of " + fits.length + " grids and batches that fit"
+            : "the only grid and batch that fits")
+            : ranked.length > 1 ? "OVER the budget: none of the " + ranked.length + " grids and batches tried fits; this one has " +
+              "the smallest predicted peak" : "OVER the budget: the one grid and batch tried does not fit";
         return {preset: fixed.chosen, shown: fixed.shown, choice: best, fits: fits.length,
             note: "auto: " + autoWhat(fixed.chosen.tiles, best) + ": " + pyFixed(best.seconds, 3) + " s/step and " +
                 pyFixed(best.peakBytes / GIB, 2) + " GiB predicted by " + model.name + " for " + pyFixed(budget.bytes / GIB, 2) +
@@ -858,6 +862,9 @@
     function checkNumber(path, value, at, hi, note) {
         var f = FIELDS[path], integer = f.kind === "integer";
         if (f.auto && value === AUTO) return [AUTO, null];
+        if (f.auto && typeof value === "string" && value.trim().toLowerCase() === AUTO) {
+            return [f.required ? null : f["default"], at + ": " + show(value) + ": write \"" + AUTO + "\" (lower case) for a value chosen at generation"];
+        }
         var lo = f.min, unit = !f.unit ? "" : f.unit === "px" ? " px" : " (" + f.unit + ")";
         hi = hi === undefined ? f.max : hi;
         var allowed = (f.exclusiveMin ? "(" : "[") + lo + ", " + hi + "]" + unit + (note || "") + (f.auto ? " or \"" + AUTO + "\"" : "");

@@ -35,7 +35,7 @@ class Budget:
     """What an automatic plan is fitted to: ``model`` (None: no cost model is measured for this
     host) and ``bytes``, the memory the job may use, weights included (what
     `lib_mixture.cost.CostModel.step` calls the peak); ``source`` says where the figure comes from
-    (``free memory of cuda:0``, ``--budget``)."""
+    (``the weights and 90% of the 71.20 GiB free on cuda:0``, ``--budget 8 GiB``)."""
 
     model: CostModel | None
     bytes: float
@@ -112,9 +112,12 @@ def resolve(preset: Preset, canvases: Sequence[tuple[int, int]], budget: Budget 
     best = fits[0] if fits else min(ranked, key=lambda c: (c.peak_bytes, c.seconds))
     side = next(s for g, s in grids.items() if (g.tile_width, g.tile_height) == (best.tile_width, best.tile_height))
     chosen, shown = _fixed(preset, side, best.batch_size if tiles.auto_batch else None)
-    verdict = (f"the fastest of {len(fits)} grids and batches that fit" if fits else
-               f"OVER the budget: nothing tried fits (the smallest predicted peak of {len(ranked)} is this one); "
-               "lower tiles.overlap or free memory")
+    if fits:
+        verdict = (f"the fastest of {len(fits)} grids and batches that fit" if len(fits) > 1 else
+                   "the only grid and batch that fits")
+    else:
+        verdict = (f"OVER the budget: none of the {len(ranked)} grids and batches tried fits; this one has the smallest "
+                   "predicted peak" if len(ranked) > 1 else "OVER the budget: the one grid and batch tried does not fit")
     together = f" with {images} images a batch" if images > 1 else ""
     note = (f"auto: {_what(chosen, best)}: {best.seconds:.3f} s/step and {best.peak_bytes / GIB:.2f} GiB predicted by "
             f"{model.name}{together} for {budget.bytes / GIB:.2f} GiB ({budget.source}): {verdict}")
@@ -144,7 +147,11 @@ def _fixed(preset: Preset, side: int | None, batch: int | None) -> tuple[Preset,
 
 
 def _what(preset: Preset, choice: Choice | None = None) -> str:
+    """``640x640 px tiles (32 of them), batch 16``: the preset's tile size, and where the canvas
+    clamps it, the tiles it makes there."""
     t = preset.tiles
-    size = f"{choice.tile_width}x{choice.tile_height}" if choice is not None else f"{t.width}x{t.height}"
-    return f"{size} px tiles ({choice.tiles} of them), batch {t.batch_size}" if choice is not None else \
-        f"{size} px tiles, batch {t.batch_size}"
+    if choice is None:
+        return f"{t.width}x{t.height} px tiles, batch {t.batch_size}"
+    clamped = (choice.tile_width, choice.tile_height) != (t.width, t.height)
+    there = f", {choice.tile_width}x{choice.tile_height} on this canvas" if clamped else ""
+    return f"{t.width}x{t.height} px tiles ({choice.tiles} of them{there}), batch {t.batch_size}"

@@ -73,6 +73,9 @@ class Checker:
             return None
         if f.auto and value == AUTO:
             return AUTO
+        if f.auto and isinstance(value, str) and value.strip().lower() == AUTO:
+            self.fail(at, f'{show(value)}: write "{AUTO}" (lower case) for a value chosen at generation')
+            return _fallback(f)
         if f.kind == "enum":
             return self._choice(f, value, at)
         if f.kind == "string":

@@ -34,6 +34,7 @@ from .fields import AUTO
 from .preset import HASH_PREFIX, Canvas, Preset, PresetError, TileGrid, load_preset, parse_preset
 
 DEFAULT_PRESET = "paper-fig4-composition"
+MAX_BUDGET_GIB = 4096.0  # GiB: more than any device; a typo such as 1e9 or inf is refused
 
 
 def resolve_preset_path(ref: str) -> Path:
@@ -321,10 +322,12 @@ def _main(argv: list[str] | None) -> int:
                 raise PresetError([f"--png: there is no folder '{folder}' to write {Path(args.png).name} into; "
                                    "create it first"], "arguments")
         model = cost.load(args.cost)
-        if args.budget is not None and not args.budget > 0:
-            raise PresetError([f"--budget: {args.budget:g} GiB; give the device memory for the job, above 0"],
+        if args.budget is not None and not 0 < args.budget <= MAX_BUDGET_GIB:
+            raise PresetError([f"--budget: {args.budget:g} GiB; give the device memory for the job, above 0 and at "
+                               f"most {MAX_BUDGET_GIB:g}"],
                               "arguments")
         plan, preset, path, auto = run_plan(args, model)
+        budget = args.budget or (DEFAULT_BUDGET_GIB if auto.choice is not None else None)  # what "auto" planned for
         for note in check_guide_files(preset, path):
             print(f"note: {note}", file=sys.stderr)
         uncovered = plan_uncovered(plan)
@@ -339,8 +342,8 @@ def _main(argv: list[str] | None) -> int:
             seconds, peak = cost.estimate(plan, model)
             print(json.dumps({"name": preset.name, **plan.summary(),
                               "estimate": {"cost_model": model.name, "seconds_per_step": round(seconds, 6),
-                                           "peak_bytes": round(peak), "budget_bytes": None if args.budget is None
-                                           else round(args.budget * cost.GIB)},
+                                           "peak_bytes": round(peak), "budget_bytes": None if budget is None
+                                           else round(budget * cost.GIB)},
                               "auto": None if not auto.note else {
                                   "choice": None if auto.choice is None else dataclasses.asdict(auto.choice),
                                   "fits": auto.fits, "note": auto.note},
@@ -348,7 +351,7 @@ def _main(argv: list[str] | None) -> int:
                                             "boxes": [b.as_list() for b in uncovered]}}, indent=2))
         else:
             print(format_plan(plan, preset.name, uncovered))
-            print(format_estimate(plan, model, args.budget, auto))
+            print(format_estimate(plan, model, budget, auto))
             if args.png:
                 print(f"  picture       {args.png}")
         if uncovered:

@@ -132,8 +132,6 @@ def build_plan(preset: Preset, width: int | None = None, height: int | None = No
     the plan would pass ``limits.max_crops`` (checked before any tile is placed); ValueError for
     a preset whose ``"auto"`` values were not chosen yet (`lib_mixture.auto_plan.resolve`).
     """
-    if preset.tiles is not None and (preset.tiles.auto_size or (preset.tiles.auto_batch and batch_size is None)):
-        raise ValueError("build_plan needs the tile size and batch chosen: lib_mixture.auto_plan.resolve first")
     problems: list[str] = []
     if width is None or height is None:
         if preset.canvas is None:
@@ -146,6 +144,8 @@ def build_plan(preset: Preset, width: int | None = None, height: int | None = No
             problems.append(f"canvas.{name}: {value} must be a whole number of px, at least {factor} (one latent cell)")
     if problems:
         raise PresetError(problems)
+    if preset.tiles is not None and (preset.tiles.auto_size or (preset.tiles.auto_batch and batch_size is None)):
+        raise ValueError("build_plan needs the tile size and batch chosen: lib_mixture.auto_plan.resolve first")
     drawn_on = preset.canvas or Canvas(width, height)
     width, height = width // factor * factor, height // factor * factor
 

@@ -35,7 +35,8 @@ def host_budget(sd_model: Any, device: torch.device | None = None, dtype: torch.
         return Budget(None, 0.0, f"no cost model is measured for {family} on {device.type} in {kind}; "
                                  f"there are: {', '.join(cost.available())}")
     free = free_memory(device)
-    budget, source = model.weights_bytes + FREE_FRACTION * free, f"free memory of {device}: {free / cost.GIB:.2f} GiB"
+    budget = model.weights_bytes + FREE_FRACTION * free
+    source = f"the weights and {FREE_FRACTION:.0%} of the {free / cost.GIB:.2f} GiB free on {device}"
     owner = settings.auto_memory_bytes(opts)
     if owner and owner < budget:
         budget, source = owner, "Settings → Mixture of Diffusers"

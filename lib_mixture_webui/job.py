@@ -53,8 +53,7 @@ class Job:
         self.auto = resolve(preset, sizes, budget, limits, images) if preset is not None else None
         self.preset = self.auto.preset if self.auto is not None else None
         self.plans = JobPlans(self.preset, limits) if preset is not None else None
-        if self.auto is not None and self.auto.choice is not None and not self.auto.fits:
-            self.warnings.add([f"{self.auto.note}"])
+
 
     def applies_to(self, hires: bool) -> bool:
         return applies_to(self.preset, hires)

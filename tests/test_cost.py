@@ -108,7 +108,7 @@ def test_the_cli_prints_the_estimate_and_chooses_under_a_budget(capsys):
     # nothing fits: the smallest predicted peak, flagged
     assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--budget", "1", "--auto"]) == 0
     out = capsys.readouterr().out
-    assert "OVER the 1 GiB budget" in out and "OVER the budget: nothing tried fits" in out
+    assert "OVER the 1 GiB budget" in out and "OVER the budget: none of the 58 grids and batches tried fits" in out
     assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--budget", "0"]) == 2
     assert "--budget: 0 GiB" in capsys.readouterr().err
     assert cli.main(["plan", "upscale-4k-uhd-3840x2160", "--auto", "--batch-size", "4"]) == 2

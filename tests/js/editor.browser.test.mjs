@@ -89,14 +89,16 @@ async function dragSlider(id, values, tab = "txt2img") {
     }, [id, values, tab]);
 }
 
-/** The editor's "auto" line, parsed: tile size, tiles, batch, model, budget and source. */
-const AUTO_LINE = /auto: (\d+)x(\d+) px tiles \((\d+) of them\), batch (\d+): \d+\.\d{3} s\/step and \d+\.\d\d GiB predicted by (\S+) for (\d+\.\d\d) GiB \(([^)]*)\): the fastest of \d+ grids and batches that fit/;
+/** The editor's "auto" line, parsed: the chosen side, the tiles' size on the canvas, tiles, batch, model, budget and source. */
+const AUTO_LINE = /auto: (\d+)x(\d+) px tiles \((\d+) of them(?:, (\d+)x(\d+) on this canvas)?\), batch (\d+): \d+\.\d{3} s\/step and \d+\.\d\d GiB predicted by (\S+) for (\d+\.\d\d) GiB \(([^)]*)\): (?:the fastest of \d+ grids and batches that fit|the only grid and batch that fits)/;
 
 async function autoLine(tab = "txt2img") {
     const text = await page.textContent(`#mod_${tab}_editor .mod-auto`);
     const m = AUTO_LINE.exec(text);
     assert.ok(m, `not an auto line: ${text}`);
-    return {width: +m[1], height: +m[2], tiles: +m[3], batch: +m[4], model: m[5], gib: m[6], source: m[7], text};
+    // width x height: the tiles on this canvas (the chosen side, or where the canvas clamps it, the clamped size)
+    return {side: +m[1], width: +(m[4] || m[1]), height: +(m[5] || m[2]), tiles: +m[3], batch: +m[6], model: m[7], gib: m[8],
+        source: m[9], text};
 }
 
 async function shot(name, selector = "#mod_txt2img_editor") {
@@ -455,7 +457,7 @@ else describe("region editor on the test page", {timeout: 5 * 60 * 1000}, () => 
         const stats = await page.textContent("#mod_img2img_editor .mod-stats");
         assert.match(stats, /Canvas 3840×2160 · tiles 6×4 = 24 of 768×768 px/);
         const auto = await autoLine("img2img"); // this editor has the panel's data-auto-* attributes
-        assert.deepEqual([auto.model, auto.gib, auto.source], ["sd15-fp32-sdpa-cpu-2core", "12.00", "free memory of cpu: 9.03 GiB at start-up"]);
+        assert.deepEqual([auto.model, auto.gib, auto.source], ["sd15-fp32-sdpa-cpu-2core", "12.00", "the weights and 90% of the 9.03 GiB free on cpu at start-up"]);
         assert.match(stats, new RegExp(`\\(25 crops, batch ${auto.batch}\\)`), "24 tiles and the region, the batch chosen");
         assert.match(await page.textContent("#mod_img2img_editor .mod-formula"), /cost model sd15-fp32-sdpa-cpu-2core, fitted/,
             "the estimates use the host's model");

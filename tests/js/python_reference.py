@@ -151,7 +151,7 @@ def random_budget(rng: random.Random) -> Budget | None:
         rng.randrange(16, 640) * GIB / 8,  # eighths of a GiB: halves at two decimals (Python rounds them to even)
         float(rng.randrange(1, 1 << 40)),
     ])
-    return Budget(model, amount, rng.choice(["free memory of cuda:0: 71.20 GiB at start-up", "--budget", "the editor's default, 8 GiB"]))
+    return Budget(model, amount, rng.choice(["the weights and 90% of the 71.20 GiB free on cuda:0 at start-up", "--budget", "the editor's default, 8 GiB"]))
 
 
 def budget_json(budget: Budget | None) -> dict | None:

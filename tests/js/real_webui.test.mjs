@@ -140,7 +140,7 @@ else describe("the panel in a real WebUI", {timeout: 20 * 60 * 1000}, () => {
         assert.ok(got.note && got.note.includes(`(${got.source})`), got.note);
         if (got.model) {
             // every side of the model's band is clamped to the 192x128 canvas: one tile, batch 1
-            assert.ok(got.note.startsWith(`auto: ${W}x${H} px tiles (1 of them), batch 1: `), got.note);
+            assert.ok(got.note.startsWith(`auto: 512x512 px tiles (1 of them, ${W}x${H} on this canvas), batch 1: `), got.note);
             assert.ok(got.note.includes(` predicted by ${got.model} for ${got.gib} GiB (${got.source}): `), got.note);
             assert.ok(got.formula.includes(`cost model ${got.model},`), got.formula);
         } else {

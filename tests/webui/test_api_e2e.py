@@ -411,7 +411,7 @@ def test_auto_tiles_are_chosen_for_the_server_and_reproduce_from_the_infotext(ui
     original = ui.txt2img(job, **mod(True, preset(tiles={})))
     params = parse_infotext_params(infotext(original))
     note = params["Mixture of Diffusers auto"]
-    assert note.startswith("auto: ") and "sd15-fp32-sdpa-cpu-2core" in note and "free memory of cpu" in note
+    assert note.startswith("auto: ") and "sd15-fp32-sdpa-cpu-2core" in note and "GiB free on cpu" in note
     tiles = json.loads(params[KEY])["tiles"]
     assert 512 <= tiles["width"] == tiles["height"] <= 768 and tiles["batch_size"] == "auto"
     assert f"auto: {tiles['width']}x{tiles['height']} px tiles" in note

@@ -74,11 +74,11 @@ def test_auto_is_chosen_for_the_free_memory_with_the_cpu_model_and_shown(script,
     res = run(script, DEFAULT)
     model = cost.for_host("sd1", "cpu", "fp32")
     assert model.name == "sd15-fp32-sdpa-cpu-2core"
-    want = expected(DEFAULT, model.weights_bytes + 0.9 * 6 * GIB, "free memory of cpu: 6.00 GiB")
+    want = expected(DEFAULT, model.weights_bytes + 0.9 * 6 * GIB, "the weights and 90% of the 6.00 GiB free on cpu")
     params = params_of(res)
     assert params[AUTO_KEY] == want.note
     assert want.note.startswith(f"auto: {want.choice.tile_width}x{want.choice.tile_height} px tiles")
-    assert "sd15-fp32-sdpa-cpu-2core" in want.note and "free memory of cpu: 6.00 GiB" in want.note
+    assert "sd15-fp32-sdpa-cpu-2core" in want.note and "the weights and 90% of the 6.00 GiB free on cpu" in want.note
     shown = json.loads(pasted_config(params))["tiles"]
     # the tile size as chosen (it shapes the image), the batch as asked (it does not)
     assert shown["width"] == want.shown.tiles.width and isinstance(shown["width"], int)
@@ -127,13 +127,14 @@ def test_an_auto_image_reproduces_from_png_info_on_another_budget(script, free):
     assert json.loads(pasted_config(params_of(again)))["tiles"] == json.loads(pasted)["tiles"]
 
 
-def test_nothing_fits_runs_the_smallest_peak_with_a_warning(script, model_calls, free):
+def test_nothing_fits_runs_the_smallest_peak_and_says_so(script, model_calls, free):
     from lib_mixture_webui.args import AUTO_KEY, WARNINGS_KEY
 
     free(1024)  # nothing fits: the smallest predicted peak, said in the warnings
     res = run(script, DEFAULT)
     params = params_of(res)
-    assert "OVER the budget" in params[AUTO_KEY] and params[AUTO_KEY] in params[WARNINGS_KEY]
+    assert "OVER the budget: none of the" in params[AUTO_KEY] and "smallest predicted peak" in params[AUTO_KEY]
+    assert WARNINGS_KEY not in params  # said once, in its own line
     assert max(shape[0] for shape in model_calls) == 2  # one crop a call
     assert res.images[0].size == (W, H)
 
@@ -168,7 +169,7 @@ def test_a_batch_of_images_is_chosen_for_their_rows(script, model_calls, free):
     res = run(script, DEFAULT, batch_size=2)
     model = cost.for_host("sd1", "cpu", "fp32")
     want = resolve(parse_preset(DEFAULT), [(W, H)], Budget(model, model.weights_bytes + 0.9 * 6 * GIB,
-                                                            "free memory of cpu: 6.00 GiB"), images=2)
+                                                            "the weights and 90% of the 6.00 GiB free on cpu"), images=2)
     assert params_of(res)[AUTO_KEY] == want.note and "with 2 images a batch" in want.note
     assert len(res.images) == 2
     assert max(shape[0] for shape in model_calls) == 4 * want.choice.batch_size  # 2 images x cond, uncond

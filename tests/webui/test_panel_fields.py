@@ -56,7 +56,7 @@ def test_the_built_panel_uses_the_table(panel):
     assert (tile.minimum, tile.maximum, tile.value) == (0, FIELD["tiles.width"].maximum, 0)  # 0: "auto", the default
     assert variance.maximum == FIELD["weights.variance"].maximum
     editor = by_id["mod_txt2img_editor"].value  # what "auto" is previewed for: this host's model and memory
-    assert 'data-auto-model="sd15-fp32-sdpa-cpu-2core"' in editor and "free memory of cpu" in editor
+    assert 'data-auto-model="sd15-fp32-sdpa-cpu-2core"' in editor and "GiB free on cpu at start-up" in editor
 
 
 def test_the_controlnet_tile_button_is_img2img_only_and_hidden_without_a_tile_model(panel):
