@@ -79,6 +79,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from lib_mixture import cost  # noqa: E402
+from lib_mixture.auto_plan import Budget, resolve, wants_choice  # noqa: E402
 from lib_mixture.mixture import CompiledMixture, compile_mixture  # noqa: E402
 from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.preset import Overlap, Preset, TileGrid, Upscale  # noqa: E402
@@ -289,12 +291,43 @@ def plain_denoiser(eps: Callable) -> Denoiser:
 
 
 def build_mixture(width: int, height: int, args: argparse.Namespace, device: torch.device) -> CompiledMixture:
-    """The extension's path: a tile-grid preset -> plan -> compiled mixture on the device."""
+    """The extension's path: a tile-grid preset -> plan -> compiled mixture on the device; "auto"
+    tile size or batch chosen as the WebUI chooses them (`lib_mixture.auto_plan.resolve`, for
+    ``--budget`` or the free memory, with the cost model of this device and dtype)."""
     preset = Preset(tiles=TileGrid(width=args.tile, height=args.tile, overlap=Overlap(args.overlap, args.overlap),
                                    batch_size=args.tile_batch))
+    if wants_choice(preset):
+        resolution = resolve(preset, [(width, height)], auto_budget(args, device))
+        say(f"{'':>10}   {width}x{height} {resolution.note}")
+        preset = resolution.preset
     plan = build_plan(preset, width, height)
     lh, lw = plan.latent_size
     return compile_mixture(plan.crops(), lh, lw, batch_size=plan.batch_size, device=device)
+
+
+def auto_budget(args: argparse.Namespace, device: torch.device) -> Budget:
+    """What "auto" is chosen for: ``--budget`` GiB for the whole job, else the weights and 90% of
+    the free memory (as the WebUI's `lib_mixture_webui.budget`)."""
+    model = cost.for_host("sd1", device.type, args.dtype)
+    if model is None:
+        return Budget(None, 0.0, f"no cost model is measured for sd1 on {device.type} in {args.dtype}")
+    if args.budget:
+        return Budget(model, args.budget * cost.GIB, f"--budget {args.budget:g} GiB")
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _meminfo_bytes("MemAvailable")
+    return Budget(model, model.weights_bytes + 0.9 * free, f"the weights and 90% of {free / cost.GIB:.2f} GiB free")
+
+
+def _meminfo_bytes(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+
+def cap_memory(args: argparse.Namespace, device: torch.device) -> None:
+    """``--budget`` on CUDA: the process may allocate at most that much (a smaller card on a big one)."""
+    if args.budget and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.budget * cost.GIB / total), device)
+        say(f"memory capped at {args.budget:g} GiB of {total / cost.GIB:.1f} GiB (set_per_process_memory_fraction)")
 
 
 # --------------------------------------------------------------------------- measurement
@@ -686,6 +719,10 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def int_or_auto(text: str) -> int | str:
+    return "auto" if text == "auto" else int(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -695,9 +732,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--schedule", choices=("karras", "simple"), default="karras")
     ap.add_argument("--sizes", type=parse_sizes, default=parse_sizes("1024x1024,2048x2048,3840x2160"),
                     help="output sizes WxH, comma separated; the first one is also run untiled")
-    ap.add_argument("--tile", type=int, help="tile edge in px (default 768; 128 with --tiny)")
+    ap.add_argument("--tile", type=int_or_auto, help="tile edge in px, or auto (default 768; 128 with --tiny)")
     ap.add_argument("--overlap", type=int, help="minimum tile overlap in px (default 128; 32 with --tiny)")
-    ap.add_argument("--tile-batch", type=int, default=4, help="crops per UNet call (default 4)")
+    ap.add_argument("--tile-batch", type=int_or_auto, default=4, help="crops per UNet call, or auto (default 4)")
+    ap.add_argument("--budget", type=float, metavar="GIB", help="the whole job's memory: on CUDA the process is capped "
+                    "at it (torch.cuda.set_per_process_memory_fraction), and auto sizes are chosen for it")
     ap.add_argument("--vae-tile", type=int, help="tiled VAE core tile in latent px (default: from free memory; "
                                                  "16 with --tiny)")
     ap.add_argument("--vae-stash-mib", type=int, default=0,
@@ -724,6 +763,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cpu":
         tame_glibc()
+    cap_memory(args, device)
     models = build_models(args.tiny, device, DTYPES[args.dtype])
     schedule = Schedule()
     sigmas = img2img_sigmas(schedule, args.steps, args.strength, args.schedule)
