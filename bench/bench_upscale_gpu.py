@@ -305,6 +305,10 @@ def build_mixture(width: int, height: int, args: argparse.Namespace, device: tor
     return compile_mixture(plan.crops(), lh, lw, batch_size=plan.batch_size, device=device)
 
 
+def vae_config(args: argparse.Namespace) -> TiledVAEConfig:
+    return TiledVAEConfig(stash_mib=args.vae_stash_mib, stash_on_device=args.vae_stash_device)
+
+
 def auto_budget(args: argparse.Namespace, device: torch.device) -> Budget:
     """What "auto" is chosen for: ``--budget`` GiB for the whole job, else the weights and 90% of
     the free memory (as the WebUI's `lib_mixture_webui.budget`)."""
@@ -516,7 +520,7 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     text, info = vae_tiling(models.vae, tuple(img.shape), "encode", args.vae_tile)
     z = phase(meter, rec, size, "tiled", "encode",
               lambda: tiled_encode(models.vae, img, tile_size=args.vae_tile, output="mean",
-                                   config=TiledVAEConfig(stash_mib=args.vae_stash_mib)) * SCALING_FACTOR,
+                                   config=vae_config(args)) * SCALING_FACTOR,
               nbytes(img), text, **info)
     del img
     if z is None:
@@ -548,7 +552,7 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     text, info = vae_tiling(models.vae, tuple(out.shape), "decode", args.vae_tile)
     dec = phase(meter, rec, size, "tiled", "decode",
                 lambda: tiled_decode(models.vae, (out / SCALING_FACTOR).to(dt), tile_size=args.vae_tile,
-                                             config=TiledVAEConfig(stash_mib=args.vae_stash_mib)),
+                                             config=vae_config(args)),
                 nbytes(out), text, **info)
     if dec is not None:
         res.decoded = dec.float().cpu()
@@ -741,6 +745,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                  "16 with --tiny)")
     ap.add_argument("--vae-stash-mib", type=int, default=0,
                     help="host memory for the tiles' activations between GroupNorm passes (0: recompute)")
+    ap.add_argument("--vae-stash-device", action="store_true",
+                    help="keep that stash in device memory instead (no copies between passes)")
     ap.add_argument("--tiny", action="store_true", help="small UNet/VAE configs: a CPU smoke test")
     ap.add_argument("--skip-plain", action="store_true", help="skip the untiled comparisons (b) and (c)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the unmeasured warm-up run")

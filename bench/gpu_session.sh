@@ -4,7 +4,12 @@
 #   1. bench/calibrate_cost.py   the SD 1.5 UNet's calls on this GPU, fitted and written as a cost model
 #   2. bench/bench_auto_plan.py  the automatic choice beside a measured sweep at 1024², 2048², 3840x2160
 #   3. bench/bench_peers_gpu.py  this engine beside the UNet alone, mixdiff 1.1.5 and diffusers' panorama
-#   4. bench/bench_upscale_gpu.py the 512x288 -> 3840x2160 upscale with "auto" tiles in an 8 GiB cap
+#   4. bench/bench_upscale_gpu.py the 512x288 -> 3840x2160 upscale with "auto" tiles in an 8 GiB cap,
+#                                 then again with the tiled VAE's stash kept in device memory
+#
+# Steps by name (calibrate auto-plan peers upscale; default all): a device command may run 10
+# minutes, so run it as two, e.g. `bash bench/gpu_session.sh calibrate auto-plan` (about 6 min)
+# and `bash bench/gpu_session.sh peers upscale` (about 7 min).
 #
 # Each step has its own time limit and its output goes to $OUT (default ./out/gpu-session), the new
 # cost model too, so a step that runs out of time leaves the others' figures. The peers' packages
@@ -32,10 +37,27 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, its output in $OU
 if ls out/peer-wheels/*.whl > /dev/null 2>&1; then
     $PY -m pip install -q --no-deps --target /tmp/peers_pkg out/peer-wheels/*.whl > "$OUT/peers-install.txt" 2>&1
 fi
-step calibrate 120 $PY bench/calibrate_cost.py --device cuda --dtype fp16 --name "$NAME" --write
-cp "lib_mixture/costs/$NAME.json" "$OUT/" 2>/dev/null
-step auto-plan 240 $PY bench/bench_auto_plan.py --device cuda --dtype fp16 --steps 2 --batches 1,2,4,8,16,32,64
-step peers 180 $PY bench/bench_peers_gpu.py --device cuda --dtype fp16 --steps 2 --peers /tmp/peers_pkg
-step upscale-8gib 150 $PY bench/bench_upscale_gpu.py --device cuda --dtype fp16 --sizes 3840x2160 --budget 8 \
-    --tile auto --tile-batch auto --skip-plain --json "$OUT/upscale-8gib.json"
+STEPS="${*:-calibrate auto-plan peers upscale}"
+wants() { [[ " $STEPS " == *" $1 "* ]]; }
+if wants calibrate; then
+    step calibrate 120 $PY bench/calibrate_cost.py --device cuda --dtype fp16 --name "$NAME" --write
+    cp "lib_mixture/costs/$NAME.json" "$OUT/" 2>/dev/null
+fi
+if wants auto-plan; then
+    cost=""  # this GPU's own model where the calibration wrote one
+    [ -f "lib_mixture/costs/$NAME.json" ] && cost="--cost $NAME"
+    # shellcheck disable=SC2086
+    step auto-plan 230 $PY bench/bench_auto_plan.py --device cuda --dtype fp16 --steps 2 --batches 1,2,4,8,16,32,64 $cost
+fi
+if wants peers; then
+    step peers 170 $PY bench/bench_peers_gpu.py --device cuda --dtype fp16 --steps 2 --peers /tmp/peers_pkg
+fi
+if wants upscale; then
+    for stash in "" "--vae-stash-mib 4096 --vae-stash-device"; do
+        name="upscale-8gib${stash:+-stash-on-device}"
+        # shellcheck disable=SC2086 # the stash options are words
+        step "$name" 120 $PY bench/bench_upscale_gpu.py --device cuda --dtype fp16 --sizes 3840x2160 --budget 8 \
+            --tile auto --tile-batch auto --skip-plain $stash --json "$OUT/$name.json"
+    done
+fi
 echo "done in $SECONDS s; figures in $OUT"

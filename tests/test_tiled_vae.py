@@ -102,6 +102,19 @@ def test_decode_with_stash_is_the_same(vae, z16, ref16, stash_mib):
     assert (out - ref16).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("stash_mib", [1, 10_000])
+def test_a_stash_kept_on_the_device_gives_the_stash_in_host_memorys_result(vae, z16, stash_mib):
+    """On the device (no copies: a resumed stream is the stashed tensor itself, never overwritten,
+    also where a partial stash is resumed by several passes) or in host memory: bit for bit."""
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        model, z = vae.to(device), z16.to(device)
+        host = tv.tiled_decode(model, z, tile_size=TILE, config=_cfg(stash_mib=stash_mib))
+        kept = tv.tiled_decode(model, z, tile_size=TILE, config=_cfg(stash_mib=stash_mib, stash_on_device=True))
+        assert torch.equal(host, kept), device
+    vae.to("cpu")
+
+
 def test_decode_batch_and_default_low_res_scaling(vae):
     z = _latent(12, 20, b=2, seed=5)
     ref = _full_decode(vae, z)

@@ -40,7 +40,8 @@ How it works
    memory that depends on the tile size only. A segment that fits in one tile is run once.
    ``TiledVAEConfig.stash_mib`` buys the compute back with host memory: each tile's
    activations (and open residual branches) are kept between passes when the whole stash
-   fits the budget, so a pass resumes where the previous one stopped.
+   fits the budget, so a pass resumes where the previous one stopped; with
+   ``TiledVAEConfig.stash_on_device`` the stash stays on the compute device (no copies).
 5. **Attention** (:mod:`.attention`; the VAE mid block; 1 head, at latent resolution) is
    computed exactly over the whole latent: GroupNorm statistics over the full buffer, K and
    V for all tokens, queries in row chunks through ``scaled_dot_product_attention``, written

@@ -34,6 +34,9 @@ class TiledVAEConfig:
             ``K`` GroupNorms. With a stash, each pass resumes from the previous one where the
             whole stash fits in the budget (roughly 2-3 full-resolution activations for
             single-pass speed); the result is the same either way.
+        stash_on_device: keep the stash on the compute device instead of host memory
+            (``stash_mib`` is then device memory): no copies between passes, for a device with
+            memory to spare beside the tiles. On the CPU both are the same.
     """
 
     tile_size: Optional[int] = None
@@ -45,6 +48,7 @@ class TiledVAEConfig:
     attention_chunk_mib: int = 256
     offload: bool = False
     stash_mib: int = 0
+    stash_on_device: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""

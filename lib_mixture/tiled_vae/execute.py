@@ -42,7 +42,8 @@ def run_ops(seg: Segment, pl: Plan, start: int, end: int, p: Patch, saved: Dict[
 
 
 def _to(state: State, dev: torch.device) -> State:
-    """``state`` copied to ``dev`` (the stash lives in host memory, tiles run on the device)."""
+    """``state`` on ``dev``: copied from a stash in host memory; a stash on the device as it is (a
+    resumed stream is not ``owned``, so no op overwrites it)."""
     p, saved = state
     return Patch(p.t.to(dev), p.y0, p.x0), {s: Patch(v.t.to(dev), v.y0, v.x0) for s, v in saved.items()}
 

@@ -19,7 +19,7 @@ class Run:
                  on_progress: Optional[ProgressFn], should_stop: Optional[StopFn]):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         self.buf_device = torch.device("cpu") if cfg.offload else device
-        self.stash_device = torch.device("cpu")
+        self.stash_device = device if cfg.stash_on_device else torch.device("cpu")
         self.on_progress, self.should_stop = on_progress, should_stop
         self.done = 0
         self.total = 0
