@@ -175,9 +175,9 @@ def load(name: str) -> CostModel:
 
 def for_host(family: str, device: str, dtype: str) -> CostModel | None:
     """The stored model measured for ``family`` on a ``device`` type with ``dtype`` (``fp16``,
-    ``bf16`` or ``fp32``), else one of that family and device in another dtype with its memory
-    scaled by the bytes per value (the activations dominate; the time is kept); None when none
-    is stored for the family and device."""
+    ``bf16`` or ``fp32``; the first by name where several are), else one of that family and
+    device in another dtype with its memory scaled by the bytes per value (the activations
+    dominate; the time is kept); None when none is stored for the family and device."""
     models = [load(name) for name in available()]
     same = [m for m in models if m.family == family and m.device == device]
     for m in same:
