@@ -17,7 +17,7 @@
             "canvas.height": {"kind": "integer", "doc": "Canvas height.", "min": 8, "max": 16384, "required": true, "unit": "px"},
             "tiles": {"kind": "object", "doc": "A background grid of tiles driven by the main prompt. The planner places the fewest tiles with at least this overlap.", "nullable": true, "default": null},
             "tiles.width": {"kind": "integer", "doc": "Tile width (clamped to the canvas); auto: with tiles.height, the square tile with the lowest predicted step time that fits the device's free memory (see Time and memory).", "min": 64, "max": 16384, "auto": true, "unit": "px", "default": "auto"},
-            "tiles.height": {"kind": "integer", "doc": "Tile height (clamped to the canvas); auto: see tiles.width.", "min": 64, "max": 16384, "auto": true, "unit": "px", "default": "auto"},
+            "tiles.height": {"kind": "integer", "doc": "Tile height (clamped to the canvas); left out beside a width in px: the same (a square tile); auto: see tiles.width.", "min": 64, "max": 16384, "auto": true, "unit": "px", "default": "auto"},
             "tiles.overlap": {"kind": "integer", "doc": "Minimum overlap of neighbouring tiles, one value or per axis {x, y}.", "min": 0, "max": 16376, "perAxis": true, "unit": "px", "default": 64},
             "tiles.overlap.x": {"kind": "integer", "doc": "Minimum overlap across columns.", "min": 0, "max": 16376, "required": true, "unit": "px"},
             "tiles.overlap.y": {"kind": "integer", "doc": "Minimum overlap across rows.", "min": 0, "max": 16376, "required": true, "unit": "px"},

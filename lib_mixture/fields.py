@@ -114,8 +114,8 @@ FIELDS: tuple[Field, ...] = (
     Field("tiles.width", "integer", "Tile width (clamped to the canvas); auto: with tiles.height, the square tile "
           "with the lowest predicted step time that fits the device's free memory (see Time and memory).", AUTO,
           MIN_SIDE, MAX_SIDE, unit="px", auto=True),
-    Field("tiles.height", "integer", "Tile height (clamped to the canvas); auto: see tiles.width.", AUTO, MIN_SIDE,
-          MAX_SIDE, unit="px", auto=True),
+    Field("tiles.height", "integer", "Tile height (clamped to the canvas); left out beside a width in px: the same "
+          "(a square tile); auto: see tiles.width.", AUTO, MIN_SIDE, MAX_SIDE, unit="px", auto=True),
     Field("tiles.overlap", "integer", "Minimum overlap of neighbouring tiles, one value or per axis "
           "{x, y}.", 64, 0, MAX_SIDE - LATENT_FACTOR, unit="px", per_axis=True,
           allowed_note="below the tile size"),

@@ -61,7 +61,7 @@ class TileGrid:
 
     @property
     def auto_size(self) -> bool:
-        return self.width == AUTO
+        return self.width == AUTO or self.height == AUTO
 
     @property
     def auto_batch(self) -> bool:

@@ -54,7 +54,6 @@ class Job:
         self.preset = self.auto.preset if self.auto is not None else None
         self.plans = JobPlans(self.preset, limits) if preset is not None else None
 
-
     def applies_to(self, hires: bool) -> bool:
         return applies_to(self.preset, hires)
 
