@@ -80,7 +80,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lib_mixture import cost  # noqa: E402
-from lib_mixture.auto_plan import Budget, resolve, wants_choice  # noqa: E402
+from lib_mixture.auto_plan import Budget, free_memory_budget, resolve, wants_choice  # noqa: E402
 from lib_mixture.mixture import CompiledMixture, compile_mixture  # noqa: E402
 from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.preset import Overlap, Preset, TileGrid, Upscale  # noqa: E402
@@ -310,15 +310,15 @@ def vae_config(args: argparse.Namespace) -> TiledVAEConfig:
 
 
 def auto_budget(args: argparse.Namespace, device: torch.device) -> Budget:
-    """What "auto" is chosen for: ``--budget`` GiB for the whole job, else the weights and 90% of
-    the free memory (as the WebUI's `lib_mixture_webui.budget`)."""
+    """What "auto" is chosen for: ``--budget`` GiB for the whole job, else the free memory as the
+    WebUI counts it (`lib_mixture.auto_plan.free_memory_budget`)."""
     model = cost.for_host("sd1", device.type, args.dtype)
     if model is None:
         return Budget(None, 0.0, f"no cost model is measured for sd1 on {device.type} in {args.dtype}")
     if args.budget:
         return Budget(model, args.budget * cost.GIB, f"--budget {args.budget:g} GiB")
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _meminfo_bytes("MemAvailable")
-    return Budget(model, model.weights_bytes + 0.9 * free, f"the weights and 90% of {free / cost.GIB:.2f} GiB free")
+    return free_memory_budget(model, free, str(device))
 
 
 def _meminfo_bytes(key: str) -> int:

@@ -27,6 +27,7 @@ from .preset import Preset, PresetError
 
 FALLBACK_SIDE = 768  # px: what "auto" tiles are where no cost model is measured (the former default)
 FALLBACK_BATCH = 4  # crops per call, likewise
+FREE_FRACTION = 0.9  # of the free memory for the activations: the cost model's error, and what the sampler holds besides
 DEFAULT_BUDGET_GIB = 8.0  # where no device is at hand (the command line, the editor without a server's figure): a common card
 
 
@@ -56,6 +57,13 @@ class Resolution:
     choice: Choice | None = None
     fits: int = 0
     note: str = ""
+
+
+def free_memory_budget(model: CostModel, free_bytes: float, where: str) -> Budget:
+    """The `Budget` of a job whose model is loaded on device ``where`` with ``free_bytes`` free:
+    its weights plus `FREE_FRACTION` of what is free (what the WebUI and the GPU benchmarks plan for)."""
+    return Budget(model, model.weights_bytes + FREE_FRACTION * free_bytes,
+                  f"the weights and {FREE_FRACTION:.0%} of the {free_bytes / GIB:.2f} GiB free on {where}")
 
 
 def wants_choice(preset: Preset) -> bool:
@@ -124,17 +132,22 @@ def resolve(preset: Preset, canvases: Sequence[tuple[int, int]], budget: Budget 
     return Resolution(chosen, shown, best, len(fits), note)
 
 
+def resolve_on(preset: Preset, width: int | None = None, height: int | None = None, budget: Budget | None = None,
+               limits: Limits = DEFAULT_LIMITS) -> Resolution:
+    """`resolve` on one ``width x height`` px canvas (default: the preset's); nothing is chosen
+    where the size is unknown (`build_plan` then says so)."""
+    if preset.canvas is not None:
+        width = preset.canvas.width if width is None else width
+        height = preset.canvas.height if height is None else height
+    canvases = [(width, height)] if isinstance(width, int) and isinstance(height, int) else []
+    return resolve(preset, canvases, budget, limits)
+
+
 def plan_on(preset: Preset, width: int | None = None, height: int | None = None, budget: Budget | None = None,
             limits: Limits = DEFAULT_LIMITS) -> MixturePlan:
     """`build_plan` of ``preset`` on one ``width x height`` px canvas (default: the preset's),
-    its "auto" values chosen there first (`resolve`; without a ``budget``, the fixed defaults)."""
-    if width is None or height is None:
-        if preset.canvas is not None:
-            width = preset.canvas.width if width is None else width
-            height = preset.canvas.height if height is None else height
-    canvases = [(width, height)] if isinstance(width, int) and isinstance(height, int) else []
-    chosen = resolve(preset, canvases, budget, limits).preset if canvases else preset
-    return build_plan(chosen, width, height, limits=limits)
+    its "auto" values chosen there first (`resolve_on`; without a ``budget``, the fixed defaults)."""
+    return build_plan(resolve_on(preset, width, height, budget, limits).preset, width, height, limits=limits)
 
 
 def _fixed(preset: Preset, side: int | None, batch: int | None) -> tuple[Preset, Preset]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import cost
-from .auto_plan import DEFAULT_BUDGET_GIB, Budget, Resolution, resolve
+from .auto_plan import DEFAULT_BUDGET_GIB, Budget, Resolution, resolve_on
 from .bundled import bundled_presets, load_bundled
 from .geometry import Box
 from .guide_source import LOCAL_USER, resolve_path
@@ -137,11 +137,7 @@ def run_plan(args: argparse.Namespace, model: cost.CostModel | None = None
     preset = _with_overrides(preset, args)
     budget = Budget(model or cost.load(args.cost), (args.budget or DEFAULT_BUDGET_GIB) * cost.GIB,
                     f"--budget {args.budget:g} GiB" if args.budget else f"the default of --budget, {DEFAULT_BUDGET_GIB:g} GiB")
-    width, height = args.width, args.height
-    if width is None or height is None:
-        width = preset.canvas.width if width is None and preset.canvas else width
-        height = preset.canvas.height if height is None and preset.canvas else height
-    resolution = resolve(preset, [(width, height)] if width and height else [], budget)
+    resolution = resolve_on(preset, args.width, args.height, budget)
     # build_plan refuses a plan of too many crops before it places a single tile.
     plan = build_plan(resolution.preset, args.width, args.height,
                       args.batch_size if preset.tiles is None and args.batch_size != AUTO else None)

@@ -19,6 +19,7 @@ its coefficients again (``tests/test_cost.py``). Standard library only, like the
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -161,6 +162,7 @@ def fit(name: str, source: str, weights_bytes: float, measurements: Sequence[Mea
     return CostModel(name, source, weights_bytes, t[0], t[1], t[2], b[0], b[1], b[2], tuple(measurements), **host)
 
 
+@functools.lru_cache(maxsize=None)
 def load(name: str) -> CostModel:
     """The cost model ``lib_mixture/costs/<name>.json``; KeyError naming the ones there are."""
     path = FOLDER / f"{name}.json"

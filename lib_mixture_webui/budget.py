@@ -9,20 +9,19 @@ from typing import Any
 import torch
 
 from lib_mixture import cost
-from lib_mixture.auto_plan import Budget
+from lib_mixture.auto_plan import Budget, free_memory_budget
 
 from . import families, settings
 from .vae import free_memory
 
-FREE_FRACTION = 0.9  # of the free memory: the cost model's error, and what the sampler holds besides the calls
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
 def host_budget(sd_model: Any, device: torch.device | None = None, dtype: torch.dtype | None = None,
                 opts: Any = None) -> Budget:
     """The `Budget` of a job with ``sd_model`` on ``device`` in ``dtype`` (default: the WebUI's
-    UNet device and dtype): the weights plus `FREE_FRACTION` of the free memory now (the weights
-    are loaded: what is free is for the activations), or the owner's setting when it is lower."""
+    UNet device and dtype): `free_memory_budget` of the memory free now (the weights are loaded:
+    what is free is for the activations), or the owner's setting when it is lower."""
     if device is None or dtype is None:
         from modules import devices
 
@@ -34,13 +33,11 @@ def host_budget(sd_model: Any, device: torch.device | None = None, dtype: torch.
     if model is None:
         return Budget(None, 0.0, f"no cost model is measured for {family} on {device.type} in {kind}; "
                                  f"there are: {', '.join(cost.available())}")
-    free = free_memory(device)
-    budget = model.weights_bytes + FREE_FRACTION * free
-    source = f"the weights and {FREE_FRACTION:.0%} of the {free / cost.GIB:.2f} GiB free on {device}"
+    budget = free_memory_budget(model, free_memory(device), str(device))
     owner = settings.auto_memory_bytes(opts)
-    if owner and owner < budget:
-        budget, source = owner, "Settings → Mixture of Diffusers"
-    return Budget(model, budget, source)
+    if owner and owner < budget.bytes:
+        return Budget(model, owner, "Settings → Mixture of Diffusers")
+    return budget
 
 
 def panel_budget() -> Budget | None:
