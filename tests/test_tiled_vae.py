@@ -473,6 +473,125 @@ def test_auto_tile_size_follows_free_memory(vae, z16, ref16, monkeypatch):
         tv.tiled_decode(vae, z16)
 
 
+# ----------------------------------------------------------------------------------------
+# a stash within a budget, the work model, and tiles and stash chosen together
+# ----------------------------------------------------------------------------------------
+
+
+def _heavy_segment(vae, z, tile):
+    """The full-resolution decoder segment of ``z`` and its input buffer, as `execute` builds them."""
+    ops, module = tv.api._program(vae, "decode")
+    segs, _ = sizing.prepare(ops, z.shape, _cfg(tile_size=tile), torch.device("cpu"), torch.float32, "latent")
+    buf = z
+    with torch.no_grad():
+        for s in segs[:-1]:
+            run = execute.Run(_cfg(tile_size=tile), torch.device("cpu"), torch.float32, None, None)
+            buf = attention.run_attention(s.ops[0].spec, buf, run) if s.is_global else \
+                execute.run_segment(s, buf, max(s.ref), run)
+    return segs[-1], buf
+
+
+def _calls(monkeypatch):
+    """Count the op calls `execute` really makes."""
+    count = [0]
+    real = execute.run_ops
+
+    def counting(seg, pl, start, end, p, saved, stats):
+        count[0] += end - start
+        return real(seg, pl, start, end, p, saved, stats)
+
+    monkeypatch.setattr(execute, "run_ops", counting)
+    return count
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 0.6, 1.0])
+def test_a_partial_stash_stays_within_its_budget_and_gives_the_same_image(vae, z16, monkeypatch, share):
+    """A stash budget that holds some tiles: those resume, the others recompute; the stash never
+    holds more than its budget, the output is the recomputing run's, and the op calls made are
+    exactly those `sizing.predict` counts."""
+    seg, buf = _heavy_segment(vae, z16, TILE)
+    cores = execute.grid(seg.ref, TILE)
+    finals = [execute.plan(seg, len(seg.ops), execute.core_at(c, seg.ref, seg.sizes[-1])) for c in cores]
+    full = max(sizing.stash_bytes(seg, finals, e, 4, 1) for e in seg.norms)
+    budget = int(share * full)
+    ref_run = execute.Run(_cfg(), torch.device("cpu"), torch.float32, None, None)
+    with torch.no_grad():
+        ref = execute.run_segment(seg, buf, TILE, ref_run)
+    count = _calls(monkeypatch)
+    run = execute.Run(_cfg(), torch.device("cpu"), torch.float32, None, None)
+    with torch.no_grad():
+        out = execute.run_segment(seg, buf, TILE, run, budget)
+    work = sizing.predict(seg, TILE, budget, 4, 1)
+    assert (out - ref).abs().max().item() < 1e-5
+    assert run.stash_peak <= budget
+    assert count[0] == work.calls
+    recompute = sizing.predict(seg, TILE, 0, 4, 1)
+    if share == 0.0:
+        assert work.resumed == 0 and work.calls == recompute.calls
+    elif share == 1.0:  # every tile resumes in every pass after the first
+        assert work.resumed == len(cores) * len(seg.norms)
+    else:  # tiles resume from older stashes or recompute: fewer calls than recomputing, more than a whole stash
+        assert 0 < work.resumed
+        assert sizing.predict(seg, TILE, full, 4, 1).calls < work.calls < recompute.calls
+
+
+def test_more_stash_is_less_work(vae, z16):
+    """The stash is filled tile by tile (a tile whose new stash does not fit keeps its older one),
+    so a slightly larger budget can shift which tiles resume: never by more than 15% of the work
+    of the best smaller budget, and the whole stash needs less than half the recompute's work."""
+    seg, _ = _heavy_segment(vae, z16, TILE)
+    costs = [sizing.predict(seg, TILE, b, 4, 1).cost("cpu") for b in range(0, 2**20, 2**14)]
+    assert all(c <= 1.15 * min(costs[: i + 1]) for i, c in enumerate(costs))
+    assert costs[-1] < 0.5 * costs[0]
+
+
+@pytest.mark.parametrize("mib", [1, 2, 4, 64])
+def test_a_memory_budget_chooses_tiles_and_stash_together(vae, z16, ref16, monkeypatch, mib):
+    """``memory_mib`` with the stash on the device: every segment's tile and stash fit the budget
+    together, the choice is the least predicted work of its candidates, and the image is exact."""
+    cfg = tv.TiledVAEConfig(memory_mib=mib, stash_on_device=True, min_tile_size=2)
+    plan = tv.plan_tiled_vae(vae, z16.shape, config=cfg)
+    for p in plan:
+        if p["kind"] == "tiled":
+            io = p["out_bytes"] + 4 * p["in_channels"] * p["in_size"][0] * p["in_size"][1]
+            assert p["tile_bytes"] + p["stash_bytes"] + io <= max(mib * 2**20, p["tile_bytes"] + io)
+    runs = []
+    monkeypatch.setattr(execute, "Run", lambda *a: runs.append(execute_run(*a)) or runs[-1])
+    out = tv.tiled_decode(vae, z16, config=cfg)
+    assert (out - ref16).abs().max().item() < 1e-4
+    assert runs[0].stash_peak <= max(p["stash_bytes"] for p in plan)
+    ops, _ = tv.api._program(vae, "decode")
+    segs, sized = sizing.prepare(ops, z16.shape, cfg, torch.device("cpu"), torch.float32, "latent")
+    seg, (tile, stash) = segs[-1], sized[-1]
+    left = mib * 2**20 - sizing._io_bytes(seg, cfg, 4, 1)
+    chosen = sizing.predict(seg, tile, stash, 4, 1).cost("cpu")
+    for t in range(2, max(seg.ref) + 1):  # no edge the candidates leave out is predicted much cheaper
+        if sizing.tile_bytes(seg, t, 4, 1) <= left and t >= sizing.MIN_CHOICE:
+            other = sizing.predict(seg, t, left - sizing.tile_bytes(seg, t, 4, 1), 4, 1).cost("cpu")
+            assert chosen <= other * 1.25, (t, tile)
+
+
+execute_run = execute.Run
+
+
+def test_a_bigger_budget_is_never_predicted_slower(vae):
+    ops, _ = tv.api._program(vae, "decode")
+    z = _latent(48, 40)
+    costs = []
+    for mib in (1, 2, 4, 8, 16, 64):
+        cfg = tv.TiledVAEConfig(memory_mib=mib, stash_on_device=True, min_tile_size=2)
+        segs, sized = sizing.prepare(ops, z.shape, cfg, torch.device("cpu"), torch.float32, "latent")
+        costs.append(sum(sizing.predict(s, t, b, 4, 1).cost("cpu") for s, (t, b) in zip(segs, sized) if not s.is_global))
+    assert all(a >= b for a, b in zip(costs, costs[1:])), costs
+
+
+def test_memory_mib_is_validated():
+    with pytest.raises(ValueError, match="memory_mib"):
+        tv.TiledVAEConfig(memory_mib=0).validate()
+    with pytest.raises(ValueError, match="memory_mib"):
+        tv.TiledVAEConfig(memory_mib=1.5).validate()
+
+
 # ------------------------------------------------------------------ TAESD (plain Sequential)
 # The tiny autoencoder's architecture (madebyollin/taesd, as the WebUI builds it), random weights.
 

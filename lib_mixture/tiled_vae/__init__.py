@@ -38,10 +38,15 @@ How it works
    ``var = sum n_i (var_i + (mean_i - mean)^2) / N``. The last pass writes the output. This
    trades compute (prefixes are recomputed, roughly ``K/2`` times the segment's cost) for
    memory that depends on the tile size only. A segment that fits in one tile is run once.
-   ``TiledVAEConfig.stash_mib`` buys the compute back with host memory: each tile's
-   activations (and open residual branches) are kept between passes when the whole stash
-   fits the budget, so a pass resumes where the previous one stopped; with
-   ``TiledVAEConfig.stash_on_device`` the stash stays on the compute device (no copies).
+   A *stash* buys the compute back with memory: each tile's activations (and open residual
+   branches) are kept between passes, tile by tile as far as the budget holds them
+   (``TiledVAEConfig.stash_mib`` in host memory, or with ``stash_on_device`` on the compute
+   device, no copies), so those tiles resume where the previous pass stopped.
+6. **Sizing** (:mod:`.sizing`). A tile's peak memory and a stash's bytes are computed from the
+   plans; :func:`.sizing.predict` counts the work of a segment's run pass by pass (convolution
+   multiply-accumulates, pointwise elements, op calls), and with a device stash
+   :func:`.sizing.choose` takes, within ``memory_mib`` or the free CUDA memory, the tile edge
+   whose run with the rest of the budget as its stash is predicted least work.
 5. **Attention** (:mod:`.attention`; the VAE mid block; 1 head, at latent resolution) is
    computed exactly over the whole latent: GroupNorm statistics over the full buffer, K and
    V for all tokens, queries in row chunks through ``scaled_dot_product_attention``, written

@@ -12,7 +12,7 @@ from .config import ProgressFn, StopFn, TiledVAEConfig
 from .execute import execute
 from .ops import Conv, Op
 from .planning import grid
-from .sizing import prepare, tile_bytes
+from .sizing import predict, prepare, tile_bytes
 
 
 def _config(config: Optional[TiledVAEConfig], tile_size: Optional[int]) -> TiledVAEConfig:
@@ -110,17 +110,19 @@ def plan_tiled_vae(vae, shape: Sequence[int], mode: str = "decode", tile_size: O
     ``kind`` ("tiled" or "attention"), ``in_size``/``out_size`` ``(H, W)``, ``in_channels``,
     ``out_channels``, ``tile_size`` (core edge in pixels of the stage's coarsest
     resolution), ``tiles``, ``passes`` (GroupNorm passes + 1, or 1 for a single tile),
-    ``out_bytes`` (the full buffer the stage writes) and ``tile_bytes`` (estimated peak of one
-    tile). Raises ``ValueError`` like the real call would."""
+    ``out_bytes`` (the full buffer the stage writes), ``tile_bytes`` (estimated peak of one
+    tile), ``stash_bytes`` (the most the stash of its activations may hold) and ``work``
+    (`sizing.Work`: predicted multiply-accumulates, op calls and tile passes resumed from the
+    stash; ``None`` for attention). Raises ``ValueError`` like the real call would."""
     cfg = _config(config, tile_size)
     if mode not in ("decode", "encode"):
         raise ValueError(f"mode must be 'decode' or 'encode', got {mode!r}")
     ops, module = _program(vae, mode)
     param = next(module.parameters())
     elt = torch.finfo(param.dtype).bits // 8
-    segs, tiles = prepare(ops, shape, cfg, param.device, param.dtype, "latent" if mode == "decode" else "image")
+    segs, sized = prepare(ops, shape, cfg, param.device, param.dtype, "latent" if mode == "decode" else "image")
     out = []
-    for s, t in zip(segs, tiles):
+    for s, (t, stash) in zip(segs, sized):
         n = 1 if s.is_global else len(grid(s.ref, t))
         out.append(dict(
             kind="attention" if s.is_global else "tiled",
@@ -129,6 +131,7 @@ def plan_tiled_vae(vae, shape: Sequence[int], mode: str = "decode", tile_size: O
             passes=1 if (s.is_global or n == 1) else len(s.norms) + 1,
             out_bytes=int(shape[0]) * s.chans[-1] * s.sizes[-1][0] * s.sizes[-1][1] * elt,
             tile_bytes=0 if s.is_global else tile_bytes(s, t, elt, int(shape[0])),
+            stash_bytes=stash, work=None if s.is_global else predict(s, t, stash, elt, int(shape[0])),
         ))
     return out
 

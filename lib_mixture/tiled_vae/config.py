@@ -16,9 +16,12 @@ class TiledVAEConfig:
     Attributes:
         tile_size: edge of a tile's core in **latent** pixels (1 latent px = 8 image px for
             SD VAEs), for the full-resolution part of the network. ``None`` picks it from
-            the free device memory on CUDA (``torch.cuda.mem_get_info``) and uses
-            ``cpu_tile_size`` elsewhere. The latent-resolution parts get larger tiles with
-            the same memory unless ``scale_low_res_tiles`` is off.
+            ``memory_mib``, else from the free device memory on CUDA
+            (``torch.cuda.mem_get_info``), else uses ``cpu_tile_size``. The latent-resolution
+            parts get larger tiles with the same memory unless ``scale_low_res_tiles`` is off.
+        memory_mib: device memory, in MiB, this call may plan for (tiles, the segments' buffers
+            and a device stash), on any device; ``None`` reads the free memory on CUDA
+            (times ``memory_fraction``) and has no budget elsewhere.
         min_tile_size: smallest tile edge the out-of-memory retry goes down to.
         max_tiles: refuse (``ValueError``) plans with more tiles per pass than this.
         memory_fraction: share of the free CUDA memory the automatic tile size plans for.
@@ -31,12 +34,15 @@ class TiledVAEConfig:
         stash_mib: host (CPU) memory, in MiB, for keeping every tile's activations between
             the GroupNorm passes. 0 (default) recomputes each tile from the segment input in
             every pass: memory independent of the image, about ``K/2`` times the compute for
-            ``K`` GroupNorms. With a stash, each pass resumes from the previous one where the
-            whole stash fits in the budget (roughly 2-3 full-resolution activations for
-            single-pass speed); the result is the same either way.
-        stash_on_device: keep the stash on the compute device instead of host memory
-            (``stash_mib`` is then device memory): no copies between passes, for a device with
-            memory to spare beside the tiles. On the CPU both are the same.
+            ``K`` GroupNorms. With a stash, each tile whose activations fit in the budget
+            resumes where the previous pass stopped (roughly 2-3 full-resolution activations
+            hold every tile: single-pass speed); the result is the same either way.
+        stash_on_device: keep the stash on the compute device instead of host memory: no
+            copies between passes. The stash then shares the device budget with the tiles
+            (``memory_mib`` or the free CUDA memory): with ``tile_size=None`` the tile edge of
+            each segment is the one with the least predicted work (:func:`.sizing.choose`) for
+            the stash the rest of the budget holds, and ``stash_mib`` > 0 caps that stash. A
+            stash that does not hold every tile holds as many as fit, and the others recompute.
     """
 
     tile_size: Optional[int] = None
@@ -49,6 +55,7 @@ class TiledVAEConfig:
     offload: bool = False
     stash_mib: int = 0
     stash_on_device: bool = False
+    memory_mib: Optional[int] = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
@@ -67,6 +74,8 @@ class TiledVAEConfig:
             raise ValueError(f"memory_fraction must be in (0, 1], got {self.memory_fraction!r}")
         if not isinstance(self.cpu_tile_size, int) or self.cpu_tile_size < 1:
             raise ValueError(f"cpu_tile_size must be a positive int, got {self.cpu_tile_size!r}")
+        if self.memory_mib is not None and (not isinstance(self.memory_mib, int) or self.memory_mib < 1):
+            raise ValueError(f"memory_mib must be a positive int (MiB) or None, got {self.memory_mib!r}")
         if not isinstance(self.stash_mib, int) or self.stash_mib < 0:
             raise ValueError(f"stash_mib must be an int >= 0, got {self.stash_mib!r}")
         if not isinstance(self.attention_chunk_mib, int) or self.attention_chunk_mib < 1:

@@ -1,7 +1,7 @@
 """Execution: a program's segments run in order; a tiled segment runs its tiles over
 ``K + 1`` passes (one per GroupNorm to gather the shared statistics, the last writes the
-output), resuming from the host-memory stash when it fits, and retrying with smaller tiles
-after out of memory.
+output), each tile resuming from its stash where one fits the budget, and retrying with
+smaller tiles after out of memory.
 
 Pass ``k`` recomputes each tile up to GroupNorm ``k`` with the already-final statistics of
 GroupNorms ``0..k-1`` and measures that GroupNorm's statistics on the tile's *core* only,
@@ -22,8 +22,8 @@ from .groupnorm import combine_arrays, tile_stats
 from .ops import Op, Stats, TileState
 from .patch import Patch, Rect, crop
 from .planning import Plan, Segment, core_at, grid, open_slots, plan
-from .runtime import MIB, Run, free_cache, is_oom
-from .sizing import prepare, stash_bytes
+from .runtime import Run, free_cache, is_oom
+from .sizing import keeps, prepare, state_bytes
 
 log = logging.getLogger(__package__)
 
@@ -75,15 +75,20 @@ def run_tile(seg: Segment, src: torch.Tensor, core: Rect, end: int, stats: Optio
     return run_ops(seg, pl, start, end, p, saved, stats)
 
 
-def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run) -> torch.Tensor:
-    """Run one tiled segment over ``src`` ``(B, C, H, W)``; returns the full output buffer."""
+def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run, stash_budget: int = 0) -> torch.Tensor:
+    """Run one tiled segment over ``src`` ``(B, C, H, W)`` with tiles of edge ``tile`` and a
+    stash of at most ``stash_budget`` bytes; returns the full output buffer.
+
+    Each tile resumes from its own stash (the position it was taken at, or the segment's
+    input without one); after a pass a tile's new stash replaces its old one when the whole
+    stash stays within the budget (`sizing.keeps`), so as many tiles as fit skip the
+    recompute and the others resume from an older stash or from the input."""
     B = src.shape[0]
     H, W = seg.out_size
     n = len(seg.ops)
     elt = torch.finfo(run.dtype).bits // 8
     dst = torch.empty((B, seg.chans[-1], H, W), device=run.buf_device, dtype=run.dtype)
     stats: Stats = {}
-    stash_budget = run.cfg.stash_mib * MIB
     k = 0  # next pass: 0..len(norms)-1 gather statistics, len(norms) writes the output
     while True:
         cores = grid(seg.ref, tile)
@@ -92,8 +97,8 @@ def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run) -> torch.T
         planned = passes_left * len(cores)
         run.total += planned
         done_before = run.done
-        stash: Optional[List[Optional[State]]] = None
-        stash_pos = 0
+        stash: List[Optional[State]] = [None] * len(cores)
+        pos, held, total = [0] * len(cores), [0] * len(cores), 0  # per tile: stash position, bytes
         final_plans = [plan(seg, n, core_at(c, seg.ref, seg.sizes[-1])) for c in cores] \
             if stash_budget and not single else []
         try:
@@ -106,20 +111,19 @@ def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run) -> torch.T
             while k <= len(seg.norms):
                 final = k == len(seg.norms)
                 end = n if final else seg.norms[k]
-                write = bool(final_plans) and not final and \
-                    stash_bytes(seg, final_plans, end, elt, B) <= stash_budget
-                new_stash: List[Optional[State]] = []
                 if not final:  # one preallocated record per pass: no small tensors kept per tile
                     t_n = torch.zeros(len(cores), dtype=torch.float64)
                     t_mean = torch.zeros((len(cores), B, seg.ops[end].groups), dtype=torch.float64)
                     t_var = torch.zeros_like(t_mean)
                 for i, core in enumerate(cores):
                     run.check()
-                    state = stash[i] if stash is not None else None
-                    if write and stash is not None:
-                        stash[i] = None  # consumed: the new stash replaces it tile by tile
-                    p, saved = run_tile(seg, src, core, end, stats, run, stash_pos, state,
-                                        final_plans[i] if write else None)
+                    new = state_bytes(seg, final_plans[i], end, elt, B) if final_plans and not final else 0
+                    write = bool(final_plans) and not final and keeps(total, held[i], new, stash_budget)
+                    state = stash[i]
+                    if write or final:
+                        stash[i] = None  # consumed: replaced below, or no longer needed
+                    p, saved = run_tile(seg, src, core, end, stats, run, pos[i] if state is not None else 0,
+                                        state, final_plans[i] if write else None)
                     c = core_at(core, seg.ref, seg.sizes[end])
                     if final:
                         dst[:, :, c[0] : c[1], c[2] : c[3]] = crop(p, c).t.to(run.buf_device)
@@ -128,26 +132,28 @@ def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run) -> torch.T
                         t_n[i], t_mean[i], t_var[i] = float(ts.n), ts.mean.cpu(), ts.var.cpu()
                         del ts
                     if write:
-                        new_stash.append(_to((p, saved), run.stash_device))
+                        stash[i] = _to((p, saved), run.stash_device)
+                        total += new - held[i]
+                        held[i], pos[i] = new, end
+                        run.stash_peak = max(run.stash_peak, total)
                     del p, saved, state
                     run.tick()
                 if not final:
                     stats[end] = combine_arrays(t_n, t_mean, t_var)
-                if write:
-                    stash, stash_pos = new_stash, end
                 k += 1
             return dst
         except Exception as exc:  # noqa: BLE001 - only OOM is handled
             if not is_oom(exc) or tile <= run.cfg.min_tile_size:
                 raise
-            new = max(run.cfg.min_tile_size, tile // 2)
+            new_tile = max(run.cfg.min_tile_size, tile // 2)
             log.warning("tiled VAE: out of memory with tile_size=%d; retrying this pass with tile_size=%d",
-                        tile, new)
-        # outside the except block, so the traceback (and its tile tensors) is gone
-        stash = None
+                        tile, new_tile)
+        # outside the except block, so the traceback (and its tile tensors) is gone; the
+        # smaller tiles start without a stash, and with half of it (what did not fit is gone)
+        stash = []
         free_cache(run.device)
         run.total -= planned - (run.done - done_before)
-        tile = new
+        tile, stash_budget = new_tile, stash_budget // 2
 
 
 def execute(ops: List[Op], x: torch.Tensor, module: nn.Module, cfg: TiledVAEConfig, what: str,
@@ -156,16 +162,16 @@ def execute(ops: List[Op], x: torch.Tensor, module: nn.Module, cfg: TiledVAEConf
     ``module``'s parameters; ``what`` names the input in error messages."""
     param = next(module.parameters())
     device, dtype = param.device, param.dtype
-    segs, tiles = prepare(ops, x.shape, cfg, device, dtype, what)
-    log.debug("tiled VAE %s: %d segments, tile sizes %s", what, len(segs), tiles)
+    segs, sized = prepare(ops, x.shape, cfg, device, dtype, what)
+    log.debug("tiled VAE %s: %d segments, (tile size, stash bytes) %s", what, len(segs), sized)
     run = Run(cfg, device, dtype, on_progress, should_stop)
     with torch.no_grad():
         buf = x
-        for s, t in zip(segs, tiles):
+        for s, (t, stash) in zip(segs, sized):
             if s.is_global:
                 if buf is x:
                     buf = x.to(device=run.buf_device, dtype=dtype, copy=True)
                 buf = run_attention(s.ops[0].spec, buf, run)
             else:
-                buf = run_segment(s, buf, t, run)
+                buf = run_segment(s, buf, t, run, stash)
         return buf

@@ -23,6 +23,7 @@ class Run:
         self.on_progress, self.should_stop = on_progress, should_stop
         self.done = 0
         self.total = 0
+        self.stash_peak = 0  # most bytes the stash held at once (tests and benchmarks)
 
     def check(self) -> None:
         if self.should_stop is not None and self.should_stop():
