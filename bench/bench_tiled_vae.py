@@ -34,13 +34,30 @@ tiles (halo on all four sides), the largest working set the tile size allows. Wi
 bound that larger images reach; the memory does not grow past that bound.
 
 Usage: python bench/bench_tiled_vae.py [--quick] [--tile 32] [--threads 2] [--attention]
-                                       [--modes plain,tiled,stash] [--stash-mib 4096]
-                                       [--glibc-default]
+                                       [--modes plain,tiled,stash,budget] [--stash-mib 4096]
+                                       [--budget-mib 96] [--glibc-default]
+       python bench/bench_tiled_vae.py --call-cost [--threads 2]
+       python bench/bench_tiled_vae.py --predict [--device-type cuda] [--budgets 2,4,6,12]
 
 Modes: "plain" = ``vae.decode``; "tiled" = ``tiled_decode`` with stash_mib=0 (memory bounded
 by the tile, ~K/2 x the compute for K GroupNorms); "stash" = ``tiled_decode`` keeping the
 tiles' activations between passes within ``--stash-mib`` (fast, memory grows up to the
-budget).
+budget); "budget" = ``tiled_decode`` with ``memory_mib=--budget-mib`` and the stash on the
+device: the tile edge and the stash chosen together within that memory (``sizing.choose``).
+"pred" is the work model's prediction (``sizing.predict``: multiply-accumulates plus a cost per
+op call) of the tiled run over that of one tile covering the image, next to the measured "x plain".
+
+``--call-cost`` measures the figures of that model on this CPU: the multiply-accumulates a
+second of a large convolution, the seconds of one op call of a tiled decode whose
+convolutions cost next to nothing (4 channels, 4 px tiles), and the seconds an element of a
+pointwise op; with the first, the others give ``sizing.CALL_MACS["cpu"]`` and
+``sizing.ELEMENT_MACS["cpu"]``.
+
+``--predict`` runs nothing: for the full SD 1.x VAE layout (block_out_channels 128-512, fp16) at
+3840x2160 it prints the tile edge and stash ``tiled_decode``/``tiled_encode`` choose within each
+memory budget (``memory_mib`` with the stash on the device, the WebUI's setting) and their
+predicted work over one tile's, beside the largest tile that fits recomputing every pass (the
+former default on a GPU).
 """
 
 from __future__ import annotations
@@ -93,7 +110,10 @@ def _worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     vae = _build_vae(args.attention)
-    cfg = tv.TiledVAEConfig(tile_size=args.tile, stash_mib=args.stash_mib if args.mode == "stash" else 0)
+    if args.mode == "budget":
+        cfg = tv.TiledVAEConfig(memory_mib=args.budget_mib, stash_on_device=True)
+    else:
+        cfg = tv.TiledVAEConfig(tile_size=args.tile, stash_mib=args.stash_mib if args.mode == "stash" else 0)
 
     def run(z):
         if args.mode == "plain":
@@ -104,6 +124,8 @@ def _worker(args) -> None:
     run(_latent(16, 16))  # warm-up: kernels, thread pool
     z = _latent(args.h // 8, args.w // 8)
     plan = tv.plan_tiled_vae(vae, z.shape, config=cfg)
+    whole = tv.plan_tiled_vae(vae, z.shape, config=tv.TiledVAEConfig(tile_size=max(z.shape[-2:])))
+    pred = sum(p["work"].cost("cpu") for p in plan if p["work"]) / sum(p["work"].cost("cpu") for p in whole if p["work"])
     gc.collect()
     rss0 = proc_status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
@@ -117,8 +139,43 @@ def _worker(args) -> None:
         mode=args.mode, h=args.h, w=args.w, seconds=dt, rss0=rss0 * 1024, peak=peak * 1024,
         out_bytes=out.numel() * out.element_size(), in_bytes=z.numel() * z.element_size(),
         latent_buffer=max([p["out_bytes"] for p in plan[:-1]] or [0]),
-        tiles=plan[-1]["tiles"], passes=plan[-1]["passes"],
+        tiles=plan[-1]["tiles"], passes=plan[-1]["passes"], tile=plan[-1]["tile_size"], pred=pred,
     )))
+
+
+def _call_cost(threads: int) -> None:
+    """Print the CPU figures behind ``sizing.CALL_MACS["cpu"]``."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL
+
+    from lib_mixture import tiled_vae as tv
+
+    torch.set_num_threads(threads)
+    w, x = torch.randn(128, 128, 3, 3), torch.randn(1, 128, 128, 128)
+    F.conv2d(x, w, padding=1)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        F.conv2d(x, w, padding=1)
+    rate = 128 * 128 * 9 * 128 * 128 * 5 / (time.perf_counter() - t0)
+    F.silu(x)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        F.silu(x)
+    per_element = (time.perf_counter() - t0) / (5 * x.numel())
+    vae = AutoencoderKL(block_out_channels=(4, 4, 4, 4), layers_per_block=2, norm_num_groups=2,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        latent_channels=4).eval()
+    z = torch.randn(1, 4, 32, 32)
+    cfg = tv.TiledVAEConfig(tile_size=4, scale_low_res_tiles=False, min_tile_size=2)
+    calls = sum(p["work"].calls for p in tv.plan_tiled_vae(vae, z.shape, config=cfg) if p["work"])
+    tv.tiled_decode(vae, z, config=cfg)
+    t0 = time.perf_counter()
+    tv.tiled_decode(vae, z, config=cfg)
+    per_call = (time.perf_counter() - t0) / calls
+    print(f"{threads} threads: {rate / 1e9:.1f} GMAC/s (128-channel 3x3 conv, 128x128), "
+          f"{per_call * 1e6:.1f} us per op call ({calls} calls), {per_element * 1e9:.2f} ns per element (SiLU); "
+          f"so one call = {rate * per_call:.2e} MACs, one element = {rate * per_element:.0f} MACs")
 
 
 def _case(args, mode: str, h: int, w: int, out_path: str) -> dict:
@@ -127,6 +184,7 @@ def _case(args, mode: str, h: int, w: int, out_path: str) -> dict:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--h", str(h), "--w", str(w),
            "--tile", str(args.tile), "--threads", str(args.threads), "--stash-mib", str(args.stash_mib),
+           "--budget-mib", str(args.budget_mib),
            "--out", out_path] + (["--attention"] if args.attention else [])
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -143,16 +201,50 @@ def _psnr(a_path: str, b_path: str) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(rng * rng / mse)
 
 
+def _predict(device_type: str, budgets: str) -> None:
+    """Print the planned 4K SD VAE decode and encode within each budget (nothing runs)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from lib_mixture import tiled_vae as tv
+
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4).half().eval()
+    print(f"SD 1.x VAE layout, fp16, 3840x2160, work costed for {device_type}; budget = memory_mib "
+          "(tiles, stash and the stages' buffers)")
+    print(f"{'what':6} | {'budget GiB':>10} | {'tile':>4} | {'tiles':>5} | {'stash GiB':>9} | {'x one tile':>10} | "
+          f"largest tile recomputing: tile, x one tile")
+    for mode, shape in (("decode", (1, 4, 270, 480)), ("encode", (1, 3, 2160, 3840))):
+        whole = tv.plan_tiled_vae(vae, shape, mode, tile_size=max(shape[-2:]), config=tv.TiledVAEConfig())
+        one = sum(p["work"].cost(device_type) for p in whole if p["work"])
+        for gib in (float(b) for b in budgets.split(",")):
+            row = []
+            for cfg in (tv.TiledVAEConfig(memory_mib=int(gib * 1024), stash_on_device=True),
+                        tv.TiledVAEConfig(memory_mib=int(gib * 1024))):
+                plan = tv.plan_tiled_vae(vae, shape, mode, config=cfg)
+                big = max((p for p in plan if p["work"]), key=lambda p: p["work"].macs)
+                row.append((big, sum(p["work"].cost(device_type) for p in plan if p["work"]) / one))
+            (b, x), (r, rx) = row
+            print(f"{mode:6} | {gib:10.1f} | {b['tile_size']:>4} | {b['tiles']:>5} | {b['stash_bytes'] / 2**30:9.2f} | "
+                  f"{x:10.2f} | {r['tile_size']}, {rx:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="512x512 and 1024x1024 only")
     ap.add_argument("--tile", type=int, default=32, help="tile_size in latent px (default 32 = 256 image px)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attention", action="store_true", help="keep the mid-block self-attention (slow)")
-    ap.add_argument("--modes", default="plain,tiled", help="comma list of plain, tiled, stash")
+    ap.add_argument("--modes", default="plain,tiled", help="comma list of plain, tiled, stash, budget")
     ap.add_argument("--stash-mib", type=int, default=4096, help="stash budget of the 'stash' mode")
+    ap.add_argument("--budget-mib", type=int, default=96, help="memory_mib of the 'budget' mode")
+    ap.add_argument("--call-cost", action="store_true", help="measure the CPU figures of the work model")
+    ap.add_argument("--predict", action="store_true", help="plan the 4K SD VAE within --budgets (runs nothing)")
+    ap.add_argument("--budgets", default="2,4,6,8,12", help="GiB, comma separated, for --predict")
+    ap.add_argument("--device-type", default="cuda", choices=("cuda", "cpu"), help="whose work model --predict uses")
     ap.add_argument("--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold")
-    ap.add_argument("--worker", choices=["plain", "tiled", "stash"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["plain", "tiled", "stash", "budget"], help=argparse.SUPPRESS)
     ap.add_argument("--h", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--w", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -161,8 +253,14 @@ def main() -> None:
         args.mode = args.worker
         _worker(args)
         return
+    if args.call_cost:
+        _call_cost(args.threads)
+        return
+    if args.predict:
+        _predict(args.device_type, args.budgets)
+        return
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("plain", "tiled", "stash")]
+    bad = [m for m in modes if m not in ("plain", "tiled", "stash", "budget")]
     if bad or not modes:
         ap.error(f"unknown modes {bad}")
 
@@ -171,9 +269,11 @@ def main() -> None:
     print(f"VAE: AutoencoderKL block_out_channels (8,16,32,32), layers_per_block 1, 8 groups, fp32, "
           f"mid attention {'on' if args.attention else 'off'}; CPU, {args.threads} threads; "
           f"tile_size {args.tile} latent px; stash mode budget {args.stash_mib} MiB; "
+          f"budget mode memory_mib {args.budget_mib}; "
           f"malloc {'glibc default' if args.glibc_default else 'MALLOC_MMAP_THRESHOLD_=128KiB'}")
     hdr = (f"{'image WxH':>10} | {'mode':5} | {'time s':>7} | {'x plain':>7} | {'extra MiB':>9} | "
-           f"{'latent buf':>10} | {'tile set':>8} | {'vs first':>8} | {'tiles x passes':>14} | PSNR dB")
+           f"{'latent buf':>10} | {'tile set':>8} | {'vs first':>8} | {'tile':>4} | {'tiles x passes':>14} | "
+           f"{'pred':>5} | PSNR dB")
     print(hdr)
     print("-" * len(hdr), flush=True)
     first: dict = {}
@@ -192,7 +292,7 @@ def main() -> None:
                 if m == "plain":
                     plain = r
                     print(f"{size:>10} | plain | {r['seconds']:7.1f} | {1.0:7.2f} | {extra:9.1f} | "
-                          f"{'-':>10} | {'-':>8} | {'-':>8} | {'-':>14} |", flush=True)
+                          f"{'-':>10} | {'-':>8} | {'-':>8} | {'-':>4} | {'-':>14} | {'-':>5} |", flush=True)
                     continue
                 ratio = r["seconds"] / plain["seconds"] if plain else float("nan")
                 buf = r["latent_buffer"] / mib
@@ -200,11 +300,13 @@ def main() -> None:
                 first.setdefault(m, work)
                 ps = f"{_psnr(r['path'], plain['path']):.1f}" if plain else "n/a"
                 print(f"{size:>10} | {m:5} | {r['seconds']:7.1f} | {ratio:7.2f} | {extra:9.1f} | {buf:10.1f} | "
-                      f"{work:8.1f} | {work / first[m]:8.3f} | {r['tiles']:>6} x {r['passes']:<5} | {ps}",
+                      f"{work:8.1f} | {work / first[m]:8.3f} | {r['tile']:>4} | {r['tiles']:>6} x {r['passes']:<5} | "
+                      f"{r['pred']:5.2f} | {ps}",
                       flush=True)
     print("extra = peak RSS during the decode - RSS before it - output image; latent buf = the "
           "latent-resolution feature map the full-resolution stage reads; tile set = extra - latent buf; "
-          "vs first = tile set / tile set of the first size.")
+          "vs first = tile set / tile set of the first size; tile, tiles x passes: the full-resolution stage; "
+          "pred = predicted work / one tile's.")
 
 
 if __name__ == "__main__":

@@ -305,8 +305,21 @@ def build_mixture(width: int, height: int, args: argparse.Namespace, device: tor
     return compile_mixture(plan.crops(), lh, lw, batch_size=plan.batch_size, device=device)
 
 
-def vae_config(args: argparse.Namespace) -> TiledVAEConfig:
-    return TiledVAEConfig(stash_mib=args.vae_stash_mib, stash_on_device=args.vae_stash_device)
+def vae_config(args: argparse.Namespace, device: torch.device) -> TiledVAEConfig:
+    """The tiled VAE's settings. ``--vae-auto`` is the WebUI's (`lib_mixture_webui.vae.Route.config`):
+    the stash on the device and a memory budget of 75% of the free memory, within ``--budget``
+    less what is allocated, for the tile and the stash chosen together."""
+    if not args.vae_auto:
+        return TiledVAEConfig(stash_mib=args.vae_stash_mib, stash_on_device=args.vae_stash_device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        memory = 0.75 * free
+        if args.budget:
+            memory = min(memory, args.budget * cost.GIB - torch.cuda.memory_allocated(device))
+    else:
+        memory = (args.budget or 4.0) * cost.GIB * 0.4
+    return TiledVAEConfig(stash_on_device=True, memory_mib=max(1, int(memory // MIB)))
 
 
 def auto_budget(args: argparse.Namespace, device: torch.device) -> Budget:
@@ -476,15 +489,21 @@ def psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- pipelines
 
 
-def vae_tiling(vae: Any, shape: tuple, mode: str, tile: int | None) -> tuple[str, dict]:
+def vae_tiling(vae: Any, shape: tuple, mode: str, tile: int | None, config: TiledVAEConfig) -> tuple[str, dict]:
     """What the tiled VAE will do for ``shape``: tiles and passes of the full-resolution stage,
-    and the largest latent-resolution buffer between stages (it grows with the image)."""
-    plan = plan_tiled_vae(vae, shape, mode, tile_size=tile)
+    its stash budget and predicted work over one tile's (`sizing.predict`), and the largest
+    latent-resolution buffer between stages (it grows with the image)."""
+    plan = plan_tiled_vae(vae, shape, mode, tile_size=tile, config=config)
+    whole = plan_tiled_vae(vae, shape, mode, tile_size=max(shape[-2:]), config=TiledVAEConfig())
+    kind = next(vae.parameters()).device.type
+    pred = sum(s["work"].cost(kind) for s in plan if s["work"]) / sum(s["work"].cost(kind) for s in whole if s["work"])
     stages = [s for s in plan if s["kind"] == "tiled"]
     big = max(stages, key=lambda s: s["in_size"][0] * s["in_size"][1] + s["out_size"][0] * s["out_size"][1])
     buf = max([s["out_bytes"] for s in plan[:-1]] or [0])
-    info = dict(vae_tile=big["tile_size"], vae_tiles=big["tiles"], vae_passes=big["passes"], latent_buffer=buf)
+    info = dict(vae_tile=big["tile_size"], vae_tiles=big["tiles"], vae_passes=big["passes"], latent_buffer=buf,
+                vae_stash=big["stash_bytes"], vae_predicted_x_one_tile=pred)
     return (f"{big['tiles']} tiles x {big['passes']} passes, tile {big['tile_size']}, "
+            f"stash {big['stash_bytes'] / MIB:.0f} MiB, predicted {pred:.2f}x one tile's work, "
             f"latent buf {buf / MIB:.1f} MiB"), info
 
 
@@ -517,10 +536,11 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     img = phase(meter, rec, size, "tiled", "upscale", upscale, 0, f"{source.width}x{source.height} -> {size} Lanczos")
     if img is None:
         return res
-    text, info = vae_tiling(models.vae, tuple(img.shape), "encode", args.vae_tile)
+    cfg = vae_config(args, dev)
+    text, info = vae_tiling(models.vae, tuple(img.shape), "encode", args.vae_tile, cfg)
     z = phase(meter, rec, size, "tiled", "encode",
               lambda: tiled_encode(models.vae, img, tile_size=args.vae_tile, output="mean",
-                                   config=vae_config(args)) * SCALING_FACTOR,
+                                   config=cfg) * SCALING_FACTOR,
               nbytes(img), text, **info)
     del img
     if z is None:
@@ -549,10 +569,11 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     if out is None:
         return res
     res.latent_out = out.cpu()
-    text, info = vae_tiling(models.vae, tuple(out.shape), "decode", args.vae_tile)
+    cfg = vae_config(args, dev)
+    text, info = vae_tiling(models.vae, tuple(out.shape), "decode", args.vae_tile, cfg)
     dec = phase(meter, rec, size, "tiled", "decode",
                 lambda: tiled_decode(models.vae, (out / SCALING_FACTOR).to(dt), tile_size=args.vae_tile,
-                                             config=vae_config(args)),
+                                     config=cfg),
                 nbytes(out), text, **info)
     if dec is not None:
         res.decoded = dec.float().cpu()
@@ -747,6 +768,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="host memory for the tiles' activations between GroupNorm passes (0: recompute)")
     ap.add_argument("--vae-stash-device", action="store_true",
                     help="keep that stash in device memory instead (no copies between passes)")
+    ap.add_argument("--vae-auto", action="store_true",
+                    help="the WebUI's tiled VAE: tile and device stash chosen together within 75%% of the free "
+                         "memory (and --budget); overrides the two options above")
     ap.add_argument("--tiny", action="store_true", help="small UNet/VAE configs: a CPU smoke test")
     ap.add_argument("--skip-plain", action="store_true", help="skip the untiled comparisons (b) and (c)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the unmeasured warm-up run")

@@ -5,11 +5,14 @@
 #   2. bench/bench_auto_plan.py  the automatic choice beside a measured sweep at 1024², 2048², 3840x2160
 #   3. bench/bench_peers_gpu.py  this engine beside the UNet alone, mixdiff 1.1.5 and diffusers' panorama
 #   4. bench/bench_upscale_gpu.py the 512x288 -> 3840x2160 upscale with "auto" tiles in an 8 GiB cap,
-#                                 then again with the tiled VAE's stash kept in device memory
+#                                 the tiled VAE recomputing its passes (64 px tiles), then as the
+#                                 WebUI runs it (--vae-auto: tile and device stash within the budget)
+#   5. (vae-plain) the same 4K upscale with no cap, the plain encode and decode beside the tiled ones
+#                                 (the reference of "at most 2x the plain decode")
 #
-# Steps by name (calibrate auto-plan peers upscale; default all): a device command may run 10
-# minutes, so run it as two, e.g. `bash bench/gpu_session.sh calibrate auto-plan` (about 6 min)
-# and `bash bench/gpu_session.sh peers upscale` (about 7 min).
+# Steps by name (calibrate auto-plan peers upscale vae-plain; default all): a device command may
+# run 10 minutes, so run it as two, e.g. `bash bench/gpu_session.sh calibrate auto-plan` (about
+# 6 min) and `bash bench/gpu_session.sh peers upscale vae-plain` (at most 9.5 min).
 #
 # Each step has its own time limit and its output goes to $OUT (default ./out/gpu-session), the new
 # cost model too, so a step that runs out of time leaves the others' figures. The peers' packages
@@ -37,7 +40,7 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, its output in $OU
 if ls out/peer-wheels/*.whl > /dev/null 2>&1; then
     $PY -m pip install -q --no-deps --target /tmp/peers_pkg out/peer-wheels/*.whl > "$OUT/peers-install.txt" 2>&1
 fi
-STEPS="${*:-calibrate auto-plan peers upscale}"
+STEPS="${*:-calibrate auto-plan peers upscale vae-plain}"
 wants() { [[ " $STEPS " == *" $1 "* ]]; }
 if wants calibrate; then
     step calibrate 120 $PY bench/calibrate_cost.py --device cuda --dtype fp16 --name "$NAME" --write
@@ -53,11 +56,16 @@ if wants peers; then
     step peers 170 $PY bench/bench_peers_gpu.py --device cuda --dtype fp16 --steps 2 --peers /tmp/peers_pkg
 fi
 if wants upscale; then
-    for stash in "" "--vae-stash-mib 4096 --vae-stash-device"; do
-        name="upscale-8gib${stash:+-stash-on-device}"
+    for stash in "--vae-tile 64" "--vae-auto"; do
+        name="upscale-8gib${stash:+-${stash#--}}"
+        name="${name// /-}"
         # shellcheck disable=SC2086 # the stash options are words
         step "$name" 120 $PY bench/bench_upscale_gpu.py --device cuda --dtype fp16 --sizes 3840x2160 --budget 8 \
             --tile auto --tile-batch auto --skip-plain $stash --json "$OUT/$name.json"
     done
+fi
+if wants vae-plain; then
+    step vae-plain 150 $PY bench/bench_upscale_gpu.py --device cuda --dtype fp16 --sizes 3840x2160 \
+        --tile auto --tile-batch auto --vae-auto --json "$OUT/vae-plain.json"
 fi
 echo "done in $SECONDS s; figures in $OUT"
