@@ -26,8 +26,8 @@ OPTIONS = {
     "mod_max_guide_megapixels": (DEFAULT_LIMITS.max_image_pixels / 1e6, "Largest guide image, in megapixels "
                                                                          "(read from the header, before decoding)"),
     "mod_max_guide_mib": (DEFAULT_LIMITS.max_image_chars // MIB, "Longest guide image data URL or file, in MiB"),
-    "mod_auto_memory_gib": (0.0, "Memory for \"auto\" tile and batch sizes, in GiB: at most this much for the "
-                                 "whole job, weights included (0: no cap; the device's free memory when the job starts "
+    "mod_auto_memory_gib": (0.0, "Memory for \"auto\" tile and batch sizes and the tiled VAE, in GiB: at most "
+                                 "this much for the whole job, weights included (0: no cap; the device's free memory "
                                  "caps it either way)"),
 }
 _MINIMUM = {"mod_auto_memory_gib": 0}  # the other numbers are counts and sizes: at least 1

@@ -29,10 +29,11 @@ from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import VAETiling
 from lib_mixture.tiled_vae import TiledVAEConfig, TiledVAEInterrupted, plan_tiled_vae, tiled_decode, tiled_encode
 
-AUTO_MEMORY_FRACTION = 0.6  # of the free memory a plain pass may use before auto mode tiles
-STASH_MEMORY_FRACTION = 0.4  # of the host's available memory for the tiles' stashed activations
-STASH_MAX_MIB = 32768
+from . import settings
 
+AUTO_MEMORY_FRACTION = 0.6  # of the free memory a plain pass may use before auto mode tiles
+TILED_MEMORY_FRACTION = 0.75  # of the free device memory for the tiles and their stash (CUDA)
+HOST_MEMORY_FRACTION = 0.4  # of the host's available memory, when the VAE runs on the CPU
 
 @dataclass
 class Route:
@@ -44,15 +45,15 @@ class Route:
     sampling_started: bool = False  # set by the script's process_batch: encodes are hires ones from then on
 
     def config(self, device: torch.device) -> TiledVAEConfig:
-        # On the CPU, RAM keeps each tile's activations between the GroupNorm passes: 2-5x
-        # the plain decode's time instead of ~20x when every pass recomputes. On a GPU the
-        # copies to and from host memory cost more than recomputing (measured on an H100:
-        # 4K decode 40 s with the stash, 11 s without), so the GPU recomputes.
-        stash = 0
-        if device.type == "cpu":
-            stash = max(0, min(int(STASH_MEMORY_FRACTION * free_memory(device) / 2**20), STASH_MAX_MIB))
+        """The tiled VAE's settings on ``device``: the panel's tile size, and a memory budget for
+        the tiles and the stash of their activations, which stays on the device (no copies), so
+        each tile resumes where its previous GroupNorm pass stopped as far as the budget holds
+        (the rest recompute). With the tile size left to it (``vae.tile`` null) the tile and the
+        stash are chosen together for the least predicted work (`lib_mixture.tiled_vae.sizing`).
+        The budget is a share of the free memory, within the owner's cap on the whole job
+        (Settings → Mixture of Diffusers) less what the device already holds."""
         return TiledVAEConfig(tile_size=None if self.settings.tile is None else self.settings.tile // LATENT_FACTOR,
-                              stash_mib=stash)
+                              stash_on_device=True, memory_mib=max(1, int(memory_budget(device) // 2**20)))
 
     def wants_tiles(self, module: torch.nn.Module, x: torch.Tensor, mode: str) -> bool:
         if self.settings.tiling == "off":
@@ -69,7 +70,7 @@ class Route:
             return True
         # auto: tiles only when the plain pass would not fit, so small images stay bit-identical
         need = max(s["tile_bytes"] + s["out_bytes"] for s in stages)
-        return need > AUTO_MEMORY_FRACTION * free_memory(x.device)
+        return need > memory_budget(x.device, AUTO_MEMORY_FRACTION)
 
     def _skip(self, message: str) -> None:
         if message not in self.skipped:
@@ -129,6 +130,20 @@ def free_memory(device: torch.device) -> float:
     except OSError:
         pass
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def memory_budget(device: torch.device, share: float | None = None) -> float:
+    """Bytes the VAE may use on ``device``: ``share`` of the free memory (default
+    `TILED_MEMORY_FRACTION` on CUDA, `HOST_MEMORY_FRACTION` of the host's available memory on the
+    CPU), on CUDA at most the owner's cap on the whole job (Settings → Mixture of Diffusers) less
+    what the device holds already."""
+    if share is None:
+        share = TILED_MEMORY_FRACTION if device.type == "cuda" else HOST_MEMORY_FRACTION
+    budget = share * free_memory(device)
+    cap = settings.auto_memory_bytes()
+    if cap and device.type == "cuda":
+        budget = min(budget, cap - torch.cuda.memory_allocated(device))
+    return max(budget, 0.0)
 
 
 def wrap_encoder(original: Callable, host: Any) -> Callable:

@@ -426,6 +426,35 @@ def test_tiled_vae_auto_leaves_images_that_fit_bit_identical(script):
     assert script_log() == []
 
 
+def test_the_tiled_vae_fits_its_tiles_and_stash_to_the_memory_budget(script, monkeypatch):
+    """With half the memory the plain decode needs (the free memory faked) and the tile left to
+    it: the job's decode is tiled, keeps activations on the device within the budget, and gives
+    the plain VAE's image up to rounding."""
+    import numpy as np
+    from modules import shared
+
+    from lib_mixture.tiled_vae import execute, plan_tiled_vae
+    from lib_mixture_webui import vae as host_vae
+
+    plain = run(script, preset(tiles=TILES, vae={"tiling": "off"}))
+    decoder = shared.sd_model.first_stage_model.decoder
+    shape = (1, 4, H // 8, W // 8)
+    whole = plan_tiled_vae(decoder, shape, "decode", tile_size=max(shape[-2:]))
+    need = max(s["tile_bytes"] + s["out_bytes"] for s in whole)
+    monkeypatch.setattr(host_vae, "free_memory", lambda device: need / 2 / host_vae.HOST_MEMORY_FRACTION)
+    runs = []
+    real = execute.Run
+    monkeypatch.setattr(execute, "Run", lambda *a: runs.append(real(*a)) or runs[-1])
+    tiled = run(script, preset(tiles=TILES, vae={"tiling": "on"}))
+    cfg = runs[0].cfg
+    assert cfg.stash_on_device and cfg.tile_size is None and cfg.memory_mib == max(1, int(need / 2 // 2**20))
+    stages = plan_tiled_vae(decoder, shape, "decode", config=cfg)
+    assert any(s["tiles"] > 1 for s in stages) and script_log()[0]["mode"] == "decode"
+    assert 0 < runs[0].stash_peak <= max(s["stash_bytes"] for s in stages)
+    diff = np.abs(pixels(tiled.images[0]) - pixels(plain.images[0]))
+    assert diff.max() <= 2 and diff.mean() < 0.05
+
+
 def test_taesd_decode_is_tiled_when_the_user_chose_it(script, monkeypatch):
     import numpy as np
     import types
