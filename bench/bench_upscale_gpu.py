@@ -84,7 +84,7 @@ from lib_mixture.auto_plan import Budget, free_memory_budget, resolve, wants_cho
 from lib_mixture.mixture import CompiledMixture, compile_mixture  # noqa: E402
 from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.preset import Overlap, Preset, TileGrid, Upscale  # noqa: E402
-from lib_mixture.tiled_vae import TiledVAEConfig, plan_tiled_vae, tiled_decode, tiled_encode  # noqa: E402
+from lib_mixture.tiled_vae import TiledVAEConfig, min_memory, plan_tiled_vae, tiled_decode, tiled_encode  # noqa: E402
 from lib_mixture.upscale import upscale_image  # noqa: E402
 
 MIB = 2.0 ** 20
@@ -305,10 +305,11 @@ def build_mixture(width: int, height: int, args: argparse.Namespace, device: tor
     return compile_mixture(plan.crops(), lh, lw, batch_size=plan.batch_size, device=device)
 
 
-def vae_config(args: argparse.Namespace, device: torch.device) -> TiledVAEConfig:
+def vae_config(args: argparse.Namespace, device: torch.device, vae: Any, shape: tuple, mode: str) -> TiledVAEConfig:
     """The tiled VAE's settings. ``--vae-auto`` is the WebUI's (`lib_mixture_webui.vae.Route.config`):
     the stash on the device and a memory budget of 75% of the free memory, within ``--budget``
-    less what is allocated, for the tile and the stash chosen together."""
+    less what is allocated but at least what the exact attention needs, for the tile and the
+    stash chosen together."""
     if not args.vae_auto:
         return TiledVAEConfig(stash_mib=args.vae_stash_mib, stash_on_device=args.vae_stash_device)
     if device.type == "cuda":
@@ -319,7 +320,8 @@ def vae_config(args: argparse.Namespace, device: torch.device) -> TiledVAEConfig
             memory = min(memory, args.budget * cost.GIB - torch.cuda.memory_allocated(device))
     else:
         memory = (args.budget or 4.0) * cost.GIB * 0.4
-    return TiledVAEConfig(stash_on_device=True, memory_mib=max(1, int(memory // MIB)))
+    memory = max(memory, min_memory(vae, shape, mode))
+    return TiledVAEConfig(stash_on_device=True, memory_mib=max(1, -(-int(memory) // int(MIB))))
 
 
 def auto_budget(args: argparse.Namespace, device: torch.device) -> Budget:
@@ -536,7 +538,7 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     img = phase(meter, rec, size, "tiled", "upscale", upscale, 0, f"{source.width}x{source.height} -> {size} Lanczos")
     if img is None:
         return res
-    cfg = vae_config(args, dev)
+    cfg = vae_config(args, dev, models.vae, tuple(img.shape), "encode")
     text, info = vae_tiling(models.vae, tuple(img.shape), "encode", args.vae_tile, cfg)
     z = phase(meter, rec, size, "tiled", "encode",
               lambda: tiled_encode(models.vae, img, tile_size=args.vae_tile, output="mean",
@@ -569,7 +571,7 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     if out is None:
         return res
     res.latent_out = out.cpu()
-    cfg = vae_config(args, dev)
+    cfg = vae_config(args, dev, models.vae, tuple(out.shape), "decode")
     text, info = vae_tiling(models.vae, tuple(out.shape), "decode", args.vae_tile, cfg)
     dec = phase(meter, rec, size, "tiled", "decode",
                 lambda: tiled_decode(models.vae, (out / SCALING_FACTOR).to(dt), tile_size=args.vae_tile,

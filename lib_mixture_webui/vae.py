@@ -16,7 +16,6 @@ The wrappers are inert unless the installation's current job context has a `Rout
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,7 +26,8 @@ from modules import shared
 
 from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import VAETiling
-from lib_mixture.tiled_vae import TiledVAEConfig, TiledVAEInterrupted, plan_tiled_vae, tiled_decode, tiled_encode
+from lib_mixture.tiled_vae import (TiledVAEConfig, TiledVAEInterrupted, min_memory, plan_tiled_vae, tiled_decode,
+                                  tiled_encode)
 
 from . import settings
 
@@ -44,23 +44,31 @@ class Route:
     skipped: list[str] = field(default_factory=list)
     sampling_started: bool = False  # set by the script's process_batch: encodes are hires ones from then on
 
-    def config(self, device: torch.device) -> TiledVAEConfig:
-        """The tiled VAE's settings on ``device``: the panel's tile size, and a memory budget for
-        the tiles and the stash of their activations, which stays on the device (no copies), so
-        each tile resumes where its previous GroupNorm pass stopped as far as the budget holds
-        (the rest recompute). With the tile size left to it (``vae.tile`` null) the tile and the
-        stash are chosen together for the least predicted work (`lib_mixture.tiled_vae.sizing`).
-        The budget is a share of the free memory, within the owner's cap on the whole job
-        (Settings → Mixture of Diffusers) less what the device already holds."""
+    def config(self, module: torch.nn.Module, x: torch.Tensor, mode: str) -> TiledVAEConfig:
+        """The tiled VAE's settings for ``module``'s ``mode`` of ``x``: the panel's tile size, and a
+        memory budget for the tiles and the stash of their activations, which stays on the device
+        (no copies), so each tile resumes where its previous GroupNorm pass stopped as far as the
+        budget holds (the rest recompute). With the tile size left to it (``vae.tile`` null) the
+        tile and the stash are chosen together for the least predicted work
+        (`lib_mixture.tiled_vae.sizing`). The budget is `memory_budget`; where the owner's cap
+        leaves less than the exact attention needs (the tiles shrink to any budget, it cannot),
+        the attention gets what it needs, as the plain VAE's would, and a note says so."""
+        budget = memory_budget(x.device)
+        floor = min_memory(module, x.shape, mode)
+        if budget < floor <= memory_budget(x.device, capped=False):
+            self._skip(f"the tiled VAE {mode} needs {floor / 2**30:.2f} GiB for its attention, more than the "
+                       f"{budget / 2**30:.2f} GiB the memory cap (Settings → Mixture of Diffusers) leaves it; "
+                       "it uses that much")
+            budget = floor
         return TiledVAEConfig(tile_size=None if self.settings.tile is None else self.settings.tile // LATENT_FACTOR,
-                              stash_on_device=True, memory_mib=max(1, int(memory_budget(device) // 2**20)))
+                              stash_on_device=True, memory_mib=max(1, -(-int(budget) // 2**20)))
 
     def wants_tiles(self, module: torch.nn.Module, x: torch.Tensor, mode: str) -> bool:
         if self.settings.tiling == "off":
             return False
         try:  # the plan of one tile over the whole input: the plain pass's memory
             whole = max(1, max(x.shape[-2:]) // (LATENT_FACTOR if mode == "encode" else 1))
-            stages = plan_tiled_vae(module, x.shape, mode, tile_size=whole, config=self.config(x.device))
+            stages = plan_tiled_vae(module, x.shape, mode, tile_size=whole)
         except NotImplementedError as e:
             self._skip(f"{type(module).__name__} cannot be tiled ({e}); the plain VAE {mode} runs")
             return False
@@ -102,11 +110,12 @@ class Route:
         fn = tiled_encode if mode == "encode" else tiled_decode
         kwargs = {"output": "moments"} if mode == "encode" else {}
         try:
-            out = fn(module, x, on_progress=on_progress, should_stop=should_stop, config=self.config(x.device), **kwargs)
+            config = self.config(module, x, mode)
+            out = fn(module, x, on_progress=on_progress, should_stop=should_stop, config=config, **kwargs)
         except TiledVAEInterrupted:
             print(f"[Mixture of Diffusers] interrupted during the tiled VAE encode (tile {tiles[0]}/{tiles[1]}), "
                   "before any sampling: the job ends with no images, as the WebUI's own interrupt would")
-            last = plan_tiled_vae(module, x.shape, "encode", config=self.config(x.device))[-1]
+            last = plan_tiled_vae(module, x.shape, "encode", tile_size=max(x.shape[-2:]), config=config)[-1]
             return torch.zeros((x.shape[0], last["out_channels"], *last["out_size"]), device=x.device, dtype=x.dtype)
         except ValueError as e:
             raise ValueError(f"Mixture of Diffusers: tiled VAE {mode} of {tuple(x.shape[-2:])}: {e}; "
@@ -118,10 +127,17 @@ class Route:
 
 def free_memory(device: torch.device) -> float:
     """Bytes a new allocation can get: free CUDA memory plus PyTorch's cached blocks, or the
-    host's available memory."""
+    host's available memory (psutil, which the WebUI installs; else ``/proc/meminfo``; 0 where
+    neither answers)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - not installed, or no answer on this system
+        pass
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -129,18 +145,18 @@ def free_memory(device: torch.device) -> float:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    return 0.0
 
 
-def memory_budget(device: torch.device, share: float | None = None) -> float:
+def memory_budget(device: torch.device, share: float | None = None, capped: bool = True) -> float:
     """Bytes the VAE may use on ``device``: ``share`` of the free memory (default
-    `TILED_MEMORY_FRACTION` on CUDA, `HOST_MEMORY_FRACTION` of the host's available memory on the
-    CPU), on CUDA at most the owner's cap on the whole job (Settings → Mixture of Diffusers) less
-    what the device holds already."""
+    `TILED_MEMORY_FRACTION` on CUDA, `HOST_MEMORY_FRACTION` of the host's available memory
+    elsewhere), on CUDA and with ``capped`` at most the owner's cap on the whole job (Settings →
+    Mixture of Diffusers) less what the device holds already."""
     if share is None:
         share = TILED_MEMORY_FRACTION if device.type == "cuda" else HOST_MEMORY_FRACTION
     budget = share * free_memory(device)
-    cap = settings.auto_memory_bytes()
+    cap = settings.auto_memory_bytes() if capped else 0
     if cap and device.type == "cuda":
         budget = min(budget, cap - torch.cuda.memory_allocated(device))
     return max(budget, 0.0)

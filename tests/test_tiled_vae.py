@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from lib_mixture import tiled_vae as tv
 from lib_mixture.tiled_vae import attention, execute, groupnorm, sizing
+from lib_mixture.tiled_vae.ops import Save
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -512,7 +513,7 @@ def test_a_partial_stash_stays_within_its_budget_and_gives_the_same_image(vae, z
     seg, buf = _heavy_segment(vae, z16, TILE)
     cores = execute.grid(seg.ref, TILE)
     finals = [execute.plan(seg, len(seg.ops), execute.core_at(c, seg.ref, seg.sizes[-1])) for c in cores]
-    full = max(sizing.stash_bytes(seg, finals, e, 4, 1) for e in seg.norms)
+    full = max(sizing.stash_bytes(seg, finals, e, 4, 1, views=True) for e in seg.norms)  # CPU: no copies
     budget = int(share * full)
     ref_run = execute.Run(_cfg(), torch.device("cpu"), torch.float32, None, None)
     with torch.no_grad():
@@ -521,7 +522,7 @@ def test_a_partial_stash_stays_within_its_budget_and_gives_the_same_image(vae, z
     run = execute.Run(_cfg(), torch.device("cpu"), torch.float32, None, None)
     with torch.no_grad():
         out = execute.run_segment(seg, buf, TILE, run, budget)
-    work = sizing.predict(seg, TILE, budget, 4, 1)
+    work = sizing.predict(seg, TILE, budget, 4, 1, views=True)
     assert (out - ref).abs().max().item() < 1e-5
     assert run.stash_peak <= budget
     assert count[0] == work.calls
@@ -532,7 +533,19 @@ def test_a_partial_stash_stays_within_its_budget_and_gives_the_same_image(vae, z
         assert work.resumed == len(cores) * len(seg.norms)
     else:  # tiles resume from older stashes or recompute: fewer calls than recomputing, more than a whole stash
         assert 0 < work.resumed
-        assert sizing.predict(seg, TILE, full, 4, 1).calls < work.calls < recompute.calls
+        assert sizing.predict(seg, TILE, full, 4, 1, views=True).calls < work.calls < recompute.calls
+
+
+def test_a_stream_that_is_a_view_of_its_kept_slot_is_counted_once(vae, z16):
+    """Right after a ``Save`` the stream is a view of the slot: on the compute device the stash
+    holds it once; copied to host memory, twice."""
+    seg, _ = _heavy_segment(vae, z16, TILE)
+    pl = execute.plan(seg, len(seg.ops), execute.core_at((0, TILE, 0, TILE), seg.ref, seg.sizes[-1]))
+    after_save = [e for e in seg.norms if isinstance(seg.ops[e - 1], Save)]
+    assert after_save
+    for e in seg.norms:
+        host, device = sizing.state_bytes(seg, pl, e, 4, 1), sizing.state_bytes(seg, pl, e, 4, 1, views=True)
+        assert (device < host) == (e in after_save)
 
 
 def test_more_stash_is_less_work(vae, z16):
@@ -564,10 +577,10 @@ def test_a_memory_budget_chooses_tiles_and_stash_together(vae, z16, ref16, monke
     segs, sized = sizing.prepare(ops, z16.shape, cfg, torch.device("cpu"), torch.float32, "latent")
     seg, (tile, stash) = segs[-1], sized[-1]
     left = mib * 2**20 - sizing._io_bytes(seg, cfg, 4, 1)
-    chosen = sizing.predict(seg, tile, stash, 4, 1).cost("cpu")
+    chosen = sizing.predict(seg, tile, stash, 4, 1, views=True).cost("cpu")
     for t in range(2, max(seg.ref) + 1):  # no edge the candidates leave out is predicted much cheaper
         if sizing.tile_bytes(seg, t, 4, 1) <= left and t >= sizing.MIN_CHOICE:
-            other = sizing.predict(seg, t, left - sizing.tile_bytes(seg, t, 4, 1), 4, 1).cost("cpu")
+            other = sizing.predict(seg, t, left - sizing.tile_bytes(seg, t, 4, 1), 4, 1, views=True).cost("cpu")
             assert chosen <= other * 1.25, (t, tile)
 
 
@@ -581,7 +594,8 @@ def test_a_bigger_budget_is_never_predicted_slower(vae):
     for mib in (1, 2, 4, 8, 16, 64):
         cfg = tv.TiledVAEConfig(memory_mib=mib, stash_on_device=True, min_tile_size=2)
         segs, sized = sizing.prepare(ops, z.shape, cfg, torch.device("cpu"), torch.float32, "latent")
-        costs.append(sum(sizing.predict(s, t, b, 4, 1).cost("cpu") for s, (t, b) in zip(segs, sized) if not s.is_global))
+        costs.append(sum(sizing.predict(s, t, b, 4, 1, views=True).cost("cpu")
+                         for s, (t, b) in zip(segs, sized) if not s.is_global))
     assert all(a >= b for a, b in zip(costs, costs[1:])), costs
 
 

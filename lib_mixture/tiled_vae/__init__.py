@@ -42,12 +42,12 @@ How it works
    branches) are kept between passes, tile by tile as far as the budget holds them
    (``TiledVAEConfig.stash_mib`` in host memory, or with ``stash_on_device`` on the compute
    device, no copies), so those tiles resume where the previous pass stopped.
-6. **Sizing** (:mod:`.sizing`). A tile's peak memory and a stash's bytes are computed from the
+5. **Sizing** (:mod:`.sizing`). A tile's peak memory and a stash's bytes are computed from the
    plans; :func:`.sizing.predict` counts the work of a segment's run pass by pass (convolution
    multiply-accumulates, pointwise elements, op calls), and with a device stash
    :func:`.sizing.choose` takes, within ``memory_mib`` or the free CUDA memory, the tile edge
    whose run with the rest of the budget as its stash is predicted least work.
-5. **Attention** (:mod:`.attention`; the VAE mid block; 1 head, at latent resolution) is
+6. **Attention** (:mod:`.attention`; the VAE mid block; 1 head, at latent resolution) is
    computed exactly over the whole latent: GroupNorm statistics over the full buffer, K and
    V for all tokens, queries in row chunks through ``scaled_dot_product_attention``, written
    back in place. This, with the latent-resolution buffers between stages, is the only
@@ -60,10 +60,11 @@ The result equals the untiled computation up to float rounding (different summat
 in convolutions of different shapes and in the statistics).
 
 Public API: :func:`tiled_decode`, :func:`tiled_encode`, :class:`TiledVAEConfig`,
-:class:`TiledVAEInterrupted`, :func:`moments_to_latent`, :func:`plan_tiled_vae`.
+:class:`TiledVAEInterrupted`, :func:`moments_to_latent`, :func:`plan_tiled_vae`,
+:func:`min_memory`.
 """
 
-from .api import moments_to_latent, plan_tiled_vae, tiled_decode, tiled_encode
+from .api import min_memory, moments_to_latent, plan_tiled_vae, tiled_decode, tiled_encode
 from .config import TiledVAEConfig, TiledVAEInterrupted
 
 __all__ = [
@@ -72,5 +73,6 @@ __all__ = [
     "tiled_decode",
     "tiled_encode",
     "moments_to_latent",
+    "min_memory",
     "plan_tiled_vae",
 ]

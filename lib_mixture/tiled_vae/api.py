@@ -12,7 +12,8 @@ from .config import ProgressFn, StopFn, TiledVAEConfig
 from .execute import execute
 from .ops import Conv, Op
 from .planning import grid
-from .sizing import predict, prepare, tile_bytes
+from .planning import split, trace
+from .sizing import attention_bytes, predict, prepare, tile_bytes
 
 
 def _config(config: Optional[TiledVAEConfig], tile_size: Optional[int]) -> TiledVAEConfig:
@@ -121,6 +122,7 @@ def plan_tiled_vae(vae, shape: Sequence[int], mode: str = "decode", tile_size: O
     param = next(module.parameters())
     elt = torch.finfo(param.dtype).bits // 8
     segs, sized = prepare(ops, shape, cfg, param.device, param.dtype, "latent" if mode == "decode" else "image")
+    views = cfg.stash_on_device or param.device.type == "cpu"  # as execute.Run places the stash
     out = []
     for s, (t, stash) in zip(segs, sized):
         n = 1 if s.is_global else len(grid(s.ref, t))
@@ -131,9 +133,23 @@ def plan_tiled_vae(vae, shape: Sequence[int], mode: str = "decode", tile_size: O
             passes=1 if (s.is_global or n == 1) else len(s.norms) + 1,
             out_bytes=int(shape[0]) * s.chans[-1] * s.sizes[-1][0] * s.sizes[-1][1] * elt,
             tile_bytes=0 if s.is_global else tile_bytes(s, t, elt, int(shape[0])),
-            stash_bytes=stash, work=None if s.is_global else predict(s, t, stash, elt, int(shape[0])),
+            stash_bytes=0 if n == 1 else stash,
+            work=None if s.is_global else predict(s, t, stash, elt, int(shape[0]), views),
         ))
     return out
+
+
+def min_memory(vae, shape: Sequence[int], mode: str = "decode") -> int:
+    """The smallest ``TiledVAEConfig.memory_mib`` (in bytes) that :func:`tiled_decode`
+    (``mode="decode"``) or :func:`tiled_encode` accept for an input of ``shape`` ``(B, C, H, W)``
+    without ``offload``: the K and V of its exact attention (0 for a VAE without attention); the
+    tiles themselves shrink to any budget."""
+    if mode not in ("decode", "encode"):
+        raise ValueError(f"mode must be 'decode' or 'encode', got {mode!r}")
+    ops, module = _program(vae, mode)
+    elt = torch.finfo(next(module.parameters()).dtype).bits // 8
+    sizes, chans = trace(ops, (int(shape[2]), int(shape[3])), int(shape[1]))
+    return max([attention_bytes(s, elt, int(shape[0])) for s in split(ops, sizes, chans) if s.is_global] or [0])
 
 
 def moments_to_latent(moments: torch.Tensor, mode: str = "mean",

@@ -87,6 +87,7 @@ def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run, stash_budg
     H, W = seg.out_size
     n = len(seg.ops)
     elt = torch.finfo(run.dtype).bits // 8
+    views = run.stash_device == run.device  # nothing copied: a stream may be a view of a kept slot
     dst = torch.empty((B, seg.chans[-1], H, W), device=run.buf_device, dtype=run.dtype)
     stats: Stats = {}
     k = 0  # next pass: 0..len(norms)-1 gather statistics, len(norms) writes the output
@@ -117,7 +118,7 @@ def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run, stash_budg
                     t_var = torch.zeros_like(t_mean)
                 for i, core in enumerate(cores):
                     run.check()
-                    new = state_bytes(seg, final_plans[i], end, elt, B) if final_plans and not final else 0
+                    new = state_bytes(seg, final_plans[i], end, elt, B, views) if final_plans and not final else 0
                     write = bool(final_plans) and not final and keeps(total, held[i], new, stash_budget)
                     state = stash[i]
                     if write or final:

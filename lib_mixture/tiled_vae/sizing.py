@@ -42,23 +42,30 @@ def tile_bytes(seg: Segment, tile: int, elt: int, batch: int) -> int:
     return int(peak * elt * batch * 1.25)
 
 
-def state_bytes(seg: Segment, pl: Plan, pos: int, elt: int, batch: int) -> int:
+def state_bytes(seg: Segment, pl: Plan, pos: int, elt: int, batch: int, views: bool = False,
+                slots: Optional[List[Tuple[int, int]]] = None) -> int:
     """Bytes of one tile's stash at ``pos``: its stream and open residual slots over the
-    regions of ``pl`` (the tile's final plan)."""
-    total = area(pl.ins[pos]) * seg.chans[pos]
-    total += sum(area(pl.keep[s]) * seg.chans[i] for s, i in open_slots(seg, pos) if s in pl.keep)
+    regions of ``pl`` (the tile's final plan). With ``views`` (the stash stays on the compute
+    device, so nothing is copied) a stream taken right after the ``Save`` of a slot it keeps is a
+    view of that slot and costs nothing more. ``slots``: ``open_slots(seg, pos)``, when known."""
+    slots = open_slots(seg, pos) if slots is None else slots
+    total = sum(area(pl.keep[s]) * seg.chans[i] for s, i in slots if s in pl.keep)
+    prev = seg.ops[pos - 1] if pos > 0 else None
+    if not (views and isinstance(prev, Save) and prev.slot in pl.keep):
+        total += area(pl.ins[pos]) * seg.chans[pos]
     return total * elt * batch
 
 
-def stash_bytes(seg: Segment, plans: List[Plan], pos: int, elt: int, batch: int) -> int:
+def stash_bytes(seg: Segment, plans: List[Plan], pos: int, elt: int, batch: int, views: bool = False) -> int:
     """Bytes of every tile's stash at ``pos``."""
-    return sum(state_bytes(seg, pl, pos, elt, batch) for pl in plans)
+    return sum(state_bytes(seg, pl, pos, elt, batch, views) for pl in plans)
 
 
 def keeps(held: int, old: int, new: int, budget: int) -> bool:
     """Whether a tile's stash of ``new`` bytes replaces its ``old`` one when the stash holds
-    ``held`` bytes in all: only within ``budget``, so the stash never holds more. A tile that
-    does not fit keeps its older stash (still a valid place to resume) or recomputes."""
+    ``held`` bytes in all: only within ``budget``, so the stash never holds more (besides, while
+    a tile runs, the old stash it resumed from until its new one is stored). A tile that does not
+    fit keeps its older stash (still a valid place to resume) or recomputes."""
     return budget > 0 and held - old + new <= budget
 
 
@@ -82,6 +89,8 @@ def _per_pixel(seg: Segment) -> List[Tuple[int, int]]:
             out.append((c * op.weight.shape[1] * op.k[0] * op.k[1], 0))
         elif isinstance(op, AddSkip) and op.shortcut is not None:
             out.append((c * op.shortcut.weight.shape[1], c))
+        elif isinstance(op, Save):  # keeps a reference: no work
+            out.append((0, 0))
         else:
             out.append((0, c))
     return out
@@ -105,9 +114,10 @@ class Work:
         return self.macs + self.elements * ELEMENT_MACS[kind] + self.calls * CALL_MACS[kind]
 
 
-def predict(seg: Segment, tile: int, stash_budget: int, elt: int, batch: int) -> Work:
+def predict(seg: Segment, tile: int, stash_budget: int, elt: int, batch: int, views: bool = False) -> Work:
     """The work of running ``seg`` with tiles of edge ``tile`` and a stash of ``stash_budget``
-    bytes, pass by pass as `execute.run_segment` does it (the same regions, the same `keeps`)."""
+    bytes (``views``: kept on the compute device, see :func:`state_bytes`), pass by pass as
+    `execute.run_segment` does it (the same regions, the same `keeps`)."""
     cores = grid(seg.ref, tile)
     n = len(seg.ops)
     coef = _per_pixel(seg)
@@ -119,9 +129,10 @@ def predict(seg: Segment, tile: int, stash_budget: int, elt: int, batch: int) ->
     held, pos, total = [0] * len(cores), [0] * len(cores), 0
     macs, elements, calls, resumed = 0, 0, 0, 0
     ends = seg.norms + [n]
+    slots = {end: open_slots(seg, end) for end in seg.norms}
     for end in ends:
         for i, core in enumerate(cores):
-            new = state_bytes(seg, finals[i], end, elt, batch) if end < n else 0
+            new = state_bytes(seg, finals[i], end, elt, batch, views, slots[end]) if end < n else 0
             write = end < n and keeps(total, held[i], new, stash_budget)
             pl = finals[i] if (write or end == n) else plan(seg, end, core_at(core, seg.ref, seg.sizes[end]))
             for j in range(pos[i], end):
@@ -139,8 +150,8 @@ def predict(seg: Segment, tile: int, stash_budget: int, elt: int, batch: int) ->
 def choose(seg: Segment, avail: int, elt: int, batch: int, lo: int, cap: int, device_type: str) -> Tuple[int, int]:
     """The tile edge and stash budget of ``seg`` within ``avail`` bytes: of the largest edge
     that fits (:func:`fit_tile`) and the smaller ones from `MIN_CHOICE` up, the one whose
-    :func:`predict`-ed work is least with the rest of ``avail`` as its stash (at most ``cap``
-    bytes when ``cap`` > 0); on a tie the larger edge."""
+    :func:`predict`-ed work is least with the rest of ``avail`` as its stash on the device (at
+    most ``cap`` bytes when ``cap`` > 0); on a tie the larger edge."""
     top = fit_tile(seg, avail, elt, batch, lo)
     if not seg.norms:
         return top, 0
@@ -150,7 +161,7 @@ def choose(seg: Segment, avail: int, elt: int, batch: int, lo: int, cap: int, de
         left = max(0, avail - tile_bytes(seg, t, elt, batch))
         return min(left, cap) if cap > 0 else left
 
-    best = min(edges, key=lambda t: (predict(seg, t, stash(t), elt, batch).cost(device_type), -t))
+    best = min(edges, key=lambda t: (predict(seg, t, stash(t), elt, batch, True).cost(device_type), -t))
     return best, stash(best)
 
 
@@ -228,6 +239,11 @@ def tile_sizes(segs: List[Segment], cfg: TiledVAEConfig, device: torch.device, e
     return out
 
 
+def attention_bytes(seg: Segment, elt: int, batch: int) -> int:
+    """Device bytes the exact attention of the global segment ``seg`` needs: its K and V."""
+    return 2 * batch * seg.sizes[0][0] * seg.sizes[0][1] * seg.chans[0] * elt
+
+
 def prepare(ops: List[Op], shape: Sequence[int], cfg: TiledVAEConfig, device: torch.device,
             dtype: torch.dtype, what: str) -> Tuple[List[Segment], List[Tuple[int, int]]]:
     """Segments and their ``(tile edge, stash bytes)`` for an input of ``shape`` ``(B, C, H, W)``;
@@ -241,7 +257,7 @@ def prepare(ops: List[Op], shape: Sequence[int], cfg: TiledVAEConfig, device: to
     avail = None if cfg.offload else budget(device, cfg)
     for s, (t, _) in zip(segs, sized):
         if s.is_global:
-            need = 2 * B * s.sizes[0][0] * s.sizes[0][1] * s.chans[0] * elt
+            need = attention_bytes(s, elt, B)
             if avail is not None and need > avail:
                 raise ValueError(
                     f"{what} too large for exact global attention: K and V of the "

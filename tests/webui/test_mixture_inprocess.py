@@ -447,10 +447,33 @@ def test_the_tiled_vae_fits_its_tiles_and_stash_to_the_memory_budget(script, mon
     monkeypatch.setattr(execute, "Run", lambda *a: runs.append(real(*a)) or runs[-1])
     tiled = run(script, preset(tiles=TILES, vae={"tiling": "on"}))
     cfg = runs[0].cfg
-    assert cfg.stash_on_device and cfg.tile_size is None and cfg.memory_mib == max(1, int(need / 2 // 2**20))
+    assert cfg.stash_on_device and cfg.tile_size is None and cfg.memory_mib == max(1, -(-int(need / 2) // 2**20))
     stages = plan_tiled_vae(decoder, shape, "decode", config=cfg)
     assert any(s["tiles"] > 1 for s in stages) and script_log()[0]["mode"] == "decode"
     assert 0 < runs[0].stash_peak <= max(s["stash_bytes"] for s in stages)
+    diff = np.abs(pixels(tiled.images[0]) - pixels(plain.images[0]))
+    assert diff.max() <= 2 and diff.mean() < 0.05
+
+
+def test_a_memory_cap_below_what_the_attention_needs_gives_the_attention_its_memory(script, monkeypatch, capfd):
+    """The owner's cap leaves the VAE nothing (SDXL's weights above a small cap, say): the tiles
+    shrink, the exact attention gets the memory it needs with a note, and the job gives the plain
+    VAE's image; before, every tiled VAE call failed."""
+    import numpy as np
+
+    from lib_mixture.tiled_vae import execute
+    from lib_mixture_webui import vae as host_vae
+
+    plain = run(script, preset(tiles=TILES, vae={"tiling": "off"}))
+    free = host_vae.memory_budget
+    monkeypatch.setattr(host_vae, "memory_budget",
+                        lambda device, share=None, capped=True: 0.0 if capped else free(device, share, False))
+    runs = []
+    real = execute.Run
+    monkeypatch.setattr(execute, "Run", lambda *a: runs.append(real(*a)) or runs[-1])
+    tiled = run(script, preset(tiles=TILES, vae={"tiling": "on"}))
+    assert "for its attention, more than the 0.00 GiB the memory cap" in capfd.readouterr().out
+    assert runs and runs[0].cfg.memory_mib >= 1
     diff = np.abs(pixels(tiled.images[0]) - pixels(plain.images[0]))
     assert diff.max() <= 2 and diff.mean() < 0.05
 
