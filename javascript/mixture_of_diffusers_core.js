@@ -867,7 +867,7 @@
         }
         var lo = f.min, unit = !f.unit ? "" : f.unit === "px" ? " px" : " (" + f.unit + ")";
         hi = hi === undefined ? f.max : hi;
-        var allowed = (f.exclusiveMin ? "(" : "[") + lo + ", " + hi + "]" + unit + (note || "") + (f.auto ? " or \"" + AUTO + "\"" : "");
+        var allowed = (f.exclusiveMin ? "(" : "[") + lo + ", " + hi + "]" + unit + (note || "") + (f.auto ? " or \"" + AUTO + "\"" : "") + (f.nullable ? " or null" : "");
         var fallback = f.required ? null : f["default"];
         if (typeof value !== "number" || !isFinite(value) || (integer && !Number.isInteger(value))) {
             return [fallback, at + ": expected " + (integer ? "an integer" : "a number") + " in " + allowed + ", got " + show(value)];

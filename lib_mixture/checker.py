@@ -87,7 +87,8 @@ class Checker:
             hi = f.maximum if hi is None else hi
             exclusive = f.exclusive_minimum
         auto = f' or "{AUTO}"' if f.auto else ""
-        return self._number(f, value, at, lo, hi, exclusive, f.range_text(lo, hi, fraction) + note + auto)
+        null = " or null" if f.nullable else ""
+        return self._number(f, value, at, lo, hi, exclusive, f.range_text(lo, hi, fraction) + note + auto + null)
 
     def _number(self, f: Field, value: Any, at: str, lo: Any, hi: Any, exclusive: bool, allowed: str) -> Any:
         integer = f.kind == "integer"

@@ -26,8 +26,8 @@ from modules import shared
 
 from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import VAETiling
-from lib_mixture.tiled_vae import (TiledVAEConfig, TiledVAEInterrupted, min_memory, plan_tiled_vae, tiled_decode,
-                                  tiled_encode)
+from lib_mixture.tiled_vae import (TiledVAEConfig, TiledVAEInterrupted, min_memory, plan_tiled_vae, tile_floor,
+                                  tiled_decode, tiled_encode)
 
 from . import settings
 
@@ -52,7 +52,9 @@ class Route:
         tile and the stash are chosen together for the least predicted work
         (`lib_mixture.tiled_vae.sizing`). The budget is `memory_budget`; where the owner's cap
         leaves less than the exact attention needs (the tiles shrink to any budget, it cannot),
-        the attention gets what it needs, as the plain VAE's would, and a note says so."""
+        the attention gets what it needs, as the plain VAE's would, and a note says so. A tile
+        so small that a pass would have more tiles than the tiled VAE takes is raised to the
+        smallest that fits, with a note, rather than failing after sampling."""
         budget = memory_budget(x.device)
         floor = min_memory(module, x.shape, mode)
         if budget < floor <= memory_budget(x.device, capped=False):
@@ -60,7 +62,14 @@ class Route:
                        f"{budget / 2**30:.2f} GiB the memory cap (Settings → Mixture of Diffusers) leaves it; "
                        "it uses that much")
             budget = floor
-        return TiledVAEConfig(tile_size=None if self.settings.tile is None else self.settings.tile // LATENT_FACTOR,
+        least = tile_floor(module, x.shape, mode)
+        tile = None if self.settings.tile is None else self.settings.tile // LATENT_FACTOR
+        if tile is not None and tile < least:
+            self._skip(f"vae.tile {self.settings.tile} px makes more than {TiledVAEConfig.max_tiles} tiles a pass "
+                       f"in the {mode} of this {x.shape[-1]}x{x.shape[-2]} "
+                       f"{'image' if mode == 'encode' else 'latent'}; {least * LATENT_FACTOR} px tiles are used")
+            tile = least
+        return TiledVAEConfig(tile_size=tile, min_tile_size=max(TiledVAEConfig.min_tile_size, least),
                               stash_on_device=True, memory_mib=max(1, -(-int(budget) // 2**20)))
 
     def wants_tiles(self, module: torch.nn.Module, x: torch.Tensor, mode: str) -> bool:
@@ -102,7 +111,7 @@ class Route:
 
         def on_progress(done: int, total: int) -> None:
             tiles[:] = [done, total]
-            state.textinfo = f"{label}: tile {done}/{total}"
+            state.textinfo = f"{label}: tile pass {done}/{total}"
 
         def should_stop() -> bool:
             return mode == "encode" and not self.sampling_started and not was_interrupted and bool(state.interrupted)
@@ -113,13 +122,13 @@ class Route:
             config = self.config(module, x, mode)
             out = fn(module, x, on_progress=on_progress, should_stop=should_stop, config=config, **kwargs)
         except TiledVAEInterrupted:
-            print(f"[Mixture of Diffusers] interrupted during the tiled VAE encode (tile {tiles[0]}/{tiles[1]}), "
+            print(f"[Mixture of Diffusers] interrupted during the tiled VAE encode (tile pass {tiles[0]}/{tiles[1]}), "
                   "before any sampling: the job ends with no images, as the WebUI's own interrupt would")
             last = plan_tiled_vae(module, x.shape, "encode", tile_size=max(x.shape[-2:]), config=config)[-1]
             return torch.zeros((x.shape[0], last["out_channels"], *last["out_size"]), device=x.device, dtype=x.dtype)
         except ValueError as e:
-            raise ValueError(f"Mixture of Diffusers: tiled VAE {mode} of {tuple(x.shape[-2:])}: {e}; "
-                             "change vae.tile in the panel (Tiled VAE tile size) or use a smaller image") from None
+            raise ValueError(f"Mixture of Diffusers: tiled VAE {mode} of {tuple(x.shape[-2:])}: {e} "
+                             "(the panel's VAE tiling and VAE tile size; vae.tiling and vae.tile in a preset)") from None
         self.log.append({"mode": mode, "shape": tuple(x.shape), "tiles": tiles[1],
                          "seconds": time.perf_counter() - started})
         return out
@@ -151,15 +160,27 @@ def free_memory(device: torch.device) -> float:
 def memory_budget(device: torch.device, share: float | None = None, capped: bool = True) -> float:
     """Bytes the VAE may use on ``device``: ``share`` of the free memory (default
     `TILED_MEMORY_FRACTION` on CUDA, `HOST_MEMORY_FRACTION` of the host's available memory
-    elsewhere), on CUDA and with ``capped`` at most the owner's cap on the whole job (Settings →
-    Mixture of Diffusers) less what the device holds already."""
+    elsewhere), with ``capped`` at most the owner's cap on the whole job (Settings → Mixture of
+    Diffusers) less what the job holds there already (`held_memory`)."""
     if share is None:
         share = TILED_MEMORY_FRACTION if device.type == "cuda" else HOST_MEMORY_FRACTION
     budget = share * free_memory(device)
     cap = settings.auto_memory_bytes() if capped else 0
-    if cap and device.type == "cuda":
-        budget = min(budget, cap - torch.cuda.memory_allocated(device))
+    if cap:
+        budget = min(budget, cap - held_memory(device))
     return max(budget, 0.0)
+
+
+def held_memory(device: torch.device) -> float:
+    """Bytes the job holds on ``device`` before the VAE runs: what PyTorch has allocated on CUDA;
+    elsewhere the loaded model's weights there (the process's other memory is not the job's)."""
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    model = getattr(shared, "sd_model", None)
+    if not isinstance(model, torch.nn.Module):
+        return 0.0
+    tensors = list(model.parameters()) + list(model.buffers())
+    return float(sum(t.numel() * t.element_size() for t in tensors if t.device == device))
 
 
 def wrap_encoder(original: Callable, host: Any) -> Callable:

@@ -93,7 +93,7 @@ class MixtureOfDiffusersScript(scripts.Script):
             for entry in ctx.vae_log:
                 what = "image" if entry["mode"] == "encode" else "latent"
                 print(f"[Mixture of Diffusers] tiled VAE {entry['mode']} of a {entry['shape'][-1]}x{entry['shape'][-2]} "
-                      f"{what}: {entry['tiles']} tiles, {entry['seconds']:.1f} s")
+                      f"{what}: {entry['tiles']} tile passes, {entry['seconds']:.1f} s")
         context.end(p)
 
     def process_batch(self, p, *args, **kwargs):

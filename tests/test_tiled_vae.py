@@ -351,6 +351,7 @@ def test_progress_and_interrupt(vae, z16):
                     on_progress=lambda d, t: calls.append((d, t)))
     assert [d for d, _ in calls] == list(range(1, len(calls) + 1))
     assert all(d <= t for d, t in calls) and calls[-1][0] == calls[-1][1]
+    assert len({t for _, t in calls}) == 1  # the total is known from the start: the bar never steps back
 
     class Stop(Exception):
         pass
@@ -597,6 +598,32 @@ def test_a_bigger_budget_is_never_predicted_slower(vae):
         costs.append(sum(sizing.predict(s, t, b, 4, 1, views=True).cost("cpu")
                          for s, (t, b) in zip(segs, sized) if not s.is_global))
     assert all(a >= b for a, b in zip(costs, costs[1:])), costs
+
+
+@given(h=st.integers(1, 700), w=st.integers(1, 700), max_tiles=st.integers(1, 5000))
+@settings(max_examples=60, deadline=None)
+def test_tile_floor_is_the_smallest_tile_within_max_tiles(vae, h, w, max_tiles):
+    """``tile_floor`` on a decode: the smallest edge whose grid on the latent has at most
+    ``max_tiles`` tiles a pass (one less has more)."""
+    floor = tv.tile_floor(vae, (1, 4, h, w), "decode", max_tiles)
+    assert len(execute.grid((h, w), floor)) <= max_tiles
+    assert floor == 1 or len(execute.grid((h, w), floor - 1)) > max_tiles
+
+
+def test_a_tile_at_the_floor_runs_and_one_below_is_refused(vae):
+    z = _latent(24, 20)
+    floor = tv.tile_floor(vae, z.shape, "decode", max_tiles=9)
+    out = tv.tiled_decode(vae, z, tile_size=floor, config=_cfg(max_tiles=9, min_tile_size=2))
+    assert (out - _full_decode(vae, z)).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="max_tiles=9"):
+        tv.tiled_decode(vae, z, tile_size=floor - 1, config=_cfg(max_tiles=9, min_tile_size=2))
+
+
+def test_fit_tile_never_goes_below_its_smallest_edge(vae, z16):
+    seg, _ = _heavy_segment(vae, z16, TILE)
+    for lo in (9, 13, 17, 23):
+        for budget in range(0, 2**22, 2**17):
+            assert sizing.fit_tile(seg, budget, 4, 1, lo) >= lo
 
 
 def test_memory_mib_is_validated():

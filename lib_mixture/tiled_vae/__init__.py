@@ -61,10 +61,10 @@ in convolutions of different shapes and in the statistics).
 
 Public API: :func:`tiled_decode`, :func:`tiled_encode`, :class:`TiledVAEConfig`,
 :class:`TiledVAEInterrupted`, :func:`moments_to_latent`, :func:`plan_tiled_vae`,
-:func:`min_memory`.
+:func:`min_memory`, :func:`tile_floor`.
 """
 
-from .api import min_memory, moments_to_latent, plan_tiled_vae, tiled_decode, tiled_encode
+from .api import min_memory, moments_to_latent, plan_tiled_vae, tile_floor, tiled_decode, tiled_encode
 from .config import TiledVAEConfig, TiledVAEInterrupted
 
 __all__ = [
@@ -75,4 +75,5 @@ __all__ = [
     "moments_to_latent",
     "min_memory",
     "plan_tiled_vae",
+    "tile_floor",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -11,8 +12,7 @@ from .adapters import decoder_program, encoder_program
 from .config import ProgressFn, StopFn, TiledVAEConfig
 from .execute import execute
 from .ops import Conv, Op
-from .planning import grid
-from .planning import split, trace
+from .planning import grid, split, trace
 from .sizing import attention_bytes, predict, prepare, tile_bytes
 
 
@@ -150,6 +150,26 @@ def min_memory(vae, shape: Sequence[int], mode: str = "decode") -> int:
     elt = torch.finfo(next(module.parameters()).dtype).bits // 8
     sizes, chans = trace(ops, (int(shape[2]), int(shape[3])), int(shape[1]))
     return max([attention_bytes(s, elt, int(shape[0])) for s in split(ops, sizes, chans) if s.is_global] or [0])
+
+
+def tile_floor(vae, shape: Sequence[int], mode: str = "decode", max_tiles: int = TiledVAEConfig.max_tiles) -> int:
+    """The smallest tile edge (latent px) whose grid has at most ``max_tiles`` tiles a pass in
+    every tiled stage of :func:`tiled_decode` (``mode="decode"``) or :func:`tiled_encode` for an
+    input of ``shape`` ``(B, C, H, W)``: a ``tile_size`` or ``min_tile_size`` below it is refused."""
+    if mode not in ("decode", "encode"):
+        raise ValueError(f"mode must be 'decode' or 'encode', got {mode!r}")
+    ops, _ = _program(vae, mode)
+    sizes, chans = trace(ops, (int(shape[2]), int(shape[3])), int(shape[1]))
+    floor = 1
+    for s in split(ops, sizes, chans):
+        if s.is_global:
+            continue
+        h, w = s.ref
+        t = max(floor, math.isqrt(max(0, h * w // max_tiles - 1)))
+        while math.ceil(h / t) * math.ceil(w / t) > max_tiles:
+            t += 1
+        floor = t
+    return floor
 
 
 def moments_to_latent(moments: torch.Tensor, mode: str = "mean",

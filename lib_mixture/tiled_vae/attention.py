@@ -96,8 +96,7 @@ def run_attention(spec: AttnSpec, buf: torch.Tensor, run: Run) -> torch.Tensor:
                     o = o / spec.rescale
                 buf[:, :, r:r1] = o.to(buf.device)
                 del x, tok, q, o
-            run.total += 1
-            run.tick()
+            run.tick()  # counted in run.total by execute
             return buf
         except Exception as exc:  # noqa: BLE001 - only OOM is handled
             if not is_oom(exc) or chunk_bytes <= MIB:

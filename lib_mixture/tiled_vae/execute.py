@@ -91,12 +91,14 @@ def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run, stash_budg
     dst = torch.empty((B, seg.chans[-1], H, W), device=run.buf_device, dtype=run.dtype)
     stats: Stats = {}
     k = 0  # next pass: 0..len(norms)-1 gather statistics, len(norms) writes the output
+    retry = False
     while True:
         cores = grid(seg.ref, tile)
         single = len(cores) == 1
         passes_left = 1 if single else len(seg.norms) + 1 - k
         planned = passes_left * len(cores)
-        run.total += planned
+        if retry:  # the first try is counted in run.total by execute
+            run.total += planned
         done_before = run.done
         stash: List[Optional[State]] = [None] * len(cores)
         pos, held, total = [0] * len(cores), [0] * len(cores), 0  # per tile: stash position, bytes
@@ -154,7 +156,16 @@ def run_segment(seg: Segment, src: torch.Tensor, tile: int, run: Run, stash_budg
         stash = []
         free_cache(run.device)
         run.total -= planned - (run.done - done_before)
-        tile, stash_budget = new_tile, stash_budget // 2
+        tile, stash_budget, retry = new_tile, stash_budget // 2, True
+
+
+def steps(segs: List[Segment], sized: List[Tuple[int, int]]) -> int:
+    """The progress steps of a call: a tile of one pass each, one per attention op."""
+    total = 0
+    for s, (t, _) in zip(segs, sized):
+        n = 1 if s.is_global else len(grid(s.ref, t))
+        total += n if n == 1 else n * (len(s.norms) + 1)
+    return total
 
 
 def execute(ops: List[Op], x: torch.Tensor, module: nn.Module, cfg: TiledVAEConfig, what: str,
@@ -166,6 +177,7 @@ def execute(ops: List[Op], x: torch.Tensor, module: nn.Module, cfg: TiledVAEConf
     segs, sized = prepare(ops, x.shape, cfg, device, dtype, what)
     log.debug("tiled VAE %s: %d segments, (tile size, stash bytes) %s", what, len(segs), sized)
     run = Run(cfg, device, dtype, on_progress, should_stop)
+    run.total = steps(segs, sized)
     with torch.no_grad():
         buf = x
         for s, (t, stash) in zip(segs, sized):

@@ -168,8 +168,8 @@ def choose(seg: Segment, avail: int, elt: int, batch: int, lo: int, cap: int, de
 def fit_tile(seg: Segment, budget: int, elt: int, batch: int, lo: int) -> int:
     """The largest tile edge whose :func:`tile_bytes` fits ``budget``, by bisection: the
     segment's whole edge when that fits, ``lo`` when not even ``lo`` does, else rounded
-    down to a multiple of 8 from 16 on."""
-    hi = max(seg.ref)
+    down to a multiple of 8 from 16 on (never below ``lo``)."""
+    hi, least = max(seg.ref), lo
     if tile_bytes(seg, hi, elt, batch) <= budget:
         return hi
     if tile_bytes(seg, lo, elt, batch) > budget:
@@ -180,7 +180,7 @@ def fit_tile(seg: Segment, budget: int, elt: int, batch: int, lo: int) -> int:
             lo = mid
         else:
             hi = mid
-    return lo - lo % 8 if lo >= 16 else lo
+    return max(least, lo - lo % 8) if lo >= 16 else lo
 
 
 def budget(device: torch.device, cfg: TiledVAEConfig) -> Optional[int]:

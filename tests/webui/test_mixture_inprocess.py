@@ -478,6 +478,48 @@ def test_a_memory_cap_below_what_the_attention_needs_gives_the_attention_its_mem
     assert diff.max() <= 2 and diff.mean() < 0.05
 
 
+def test_the_owners_memory_cap_bounds_the_tiled_vae_on_the_cpu_too(script, monkeypatch):
+    """Settings → Mixture of Diffusers caps the whole job: the VAE gets the cap less the model's
+    weights, here half of what the plain decode needs, and tiles within it."""
+    import numpy as np
+    from modules import shared
+
+    from lib_mixture.tiled_vae import execute, plan_tiled_vae
+    from lib_mixture_webui import vae as host_vae
+
+    plain = run(script, preset(tiles=TILES, vae={"tiling": "off"}))
+    decoder = shared.sd_model.first_stage_model.decoder
+    shape = (1, 4, H // 8, W // 8)
+    need = max(s["tile_bytes"] + s["out_bytes"] for s in plan_tiled_vae(decoder, shape, "decode", tile_size=max(shape[-2:])))
+    weights = host_vae.held_memory(decoder.conv_in.weight.device)
+    assert weights > 0
+    monkeypatch.setitem(shared.opts.data, "mod_auto_memory_gib", (weights + need / 2) / 2**30)
+    runs = []
+    real = execute.Run
+    monkeypatch.setattr(execute, "Run", lambda *a: runs.append(real(*a)) or runs[-1])
+    capped = run(script, preset(tiles=TILES))  # tiling "auto": the plain decode no longer fits
+    assert runs and abs(runs[0].cfg.memory_mib * 2**20 - need / 2) <= 2**20
+    assert script_log()[0]["mode"] == "decode" and script_log()[0]["tiles"] > 1
+    diff = np.abs(pixels(capped.images[0]) - pixels(plain.images[0]))
+    assert diff.max() <= 2 and diff.mean() < 0.05
+
+
+def test_a_vae_tile_below_the_floor_is_raised_with_a_note(script, monkeypatch, capfd):
+    """A tile that would make more tiles a pass than the tiled VAE takes (here a floor of 128 px
+    stands in for a huge image) is raised to the floor, with a note, instead of failing after
+    sampling."""
+    from lib_mixture.tiled_vae import execute
+    from lib_mixture_webui import vae as host_vae
+
+    monkeypatch.setattr(host_vae, "tile_floor", lambda *a, **k: 16)
+    runs = []
+    real = execute.Run
+    monkeypatch.setattr(execute, "Run", lambda *a: runs.append(real(*a)) or runs[-1])
+    res = run(script, preset(tiles=TILES, vae={"tiling": "on", "tile": 64}))
+    assert res.images and runs[0].cfg.tile_size == 16 and runs[0].cfg.min_tile_size == 16
+    assert "vae.tile 64 px makes more than 4096 tiles a pass" in capfd.readouterr().out
+
+
 def test_taesd_decode_is_tiled_when_the_user_chose_it(script, monkeypatch):
     import numpy as np
     import types
