@@ -94,7 +94,7 @@ def test_each_bad_field_is_named_with_value_and_range():
         "regions[2].width: 0 is out of range; allowed [8, 16384] px",
         "regions[2].prompt: expected a string, got 3",
         "regions[2].prompt_mode: \"merge\" is not allowed; allowed: 'replace', 'append'",
-        "regions[2].cfg_scale: 500 is out of range; allowed [0.0, 100.0]",
+        "regions[2].cfg_scale: 500 is out of range; allowed [0.0, 100.0] or null",
         "regions[2].weight: 0 is out of range; allowed (0.0, 1000.0]",
         "regions[2].seed: -2 is out of range; allowed [-1, 4294967295]",
         "regions[2].guide.image: is empty; give the image as a data:image/...;base64 URL "
