@@ -35,6 +35,7 @@ AUTO_MEMORY_FRACTION = 0.6  # of the free memory a plain pass may use before aut
 TILED_MEMORY_FRACTION = 0.75  # of the free device memory for the tiles and their stash (CUDA)
 HOST_MEMORY_FRACTION = 0.4  # of the host's available memory, when the VAE runs on the CPU
 
+
 @dataclass
 class Route:
     """The tiled VAE settings of the running job, and what was done (for the infotext and tests)."""
