@@ -769,7 +769,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--vae-stash-mib", type=int, default=0,
                     help="host memory for the tiles' activations between GroupNorm passes (0: recompute)")
     ap.add_argument("--vae-stash-device", action="store_true",
-                    help="keep that stash in device memory instead (no copies between passes)")
+                    help="keep the stash in device memory instead (no copies between passes); without "
+                         "--vae-stash-mib it takes what the tiles leave of 75%% of the free memory")
     ap.add_argument("--vae-auto", action="store_true",
                     help="the WebUI's tiled VAE: tile and device stash chosen together within 75%% of the free "
                          "memory (and --budget); overrides the two options above")
