@@ -33,7 +33,8 @@ tiles (halo on all four sides), the largest working set the tile size allows. Wi
 1024x1024 image is 2x2 border tiles whose one-sided halos make it ~12% lighter than the
 bound that larger images reach; the memory does not grow past that bound.
 
-Usage: python bench/bench_tiled_vae.py [--quick] [--tile 32] [--threads 2] [--attention]
+Usage: python bench/bench_tiled_vae.py [--quick] [--tile 32] [--threads 2] [--attention] [--sd-layout]
+                                       [--sizes 1024x768,...]
                                        [--modes plain,tiled,stash,budget] [--stash-mib 4096]
                                        [--budget-mib 96] [--glibc-default]
        python bench/bench_tiled_vae.py --call-cost [--threads 2]
@@ -80,11 +81,17 @@ SIZES = [(1024, 1024), (2048, 2048), (2160, 3840)]
 QUICK_SIZES = [(512, 512), (1024, 1024)]
 
 
-def _build_vae(attention: bool):
+def _build_vae(attention: bool, sd_layout: bool = False):
     import torch
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
+    if sd_layout:  # SD 1.x's own VAE architecture (random weights)
+        return AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512), layers_per_block=2, mid_block_add_attention=attention,
+        ).eval()
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
@@ -109,7 +116,7 @@ def _worker(args) -> None:
     from lib_mixture import tiled_vae as tv
 
     torch.set_num_threads(args.threads)
-    vae = _build_vae(args.attention)
+    vae = _build_vae(args.attention, args.sd_layout)
     if args.mode == "budget":
         cfg = tv.TiledVAEConfig(memory_mib=args.budget_mib, stash_on_device=True)
     else:
@@ -184,7 +191,7 @@ def _case(args, mode: str, h: int, w: int, out_path: str) -> dict:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--h", str(h), "--w", str(w),
            "--tile", str(args.tile), "--threads", str(args.threads), "--stash-mib", str(args.stash_mib),
-           "--budget-mib", str(args.budget_mib),
+           "--budget-mib", str(args.budget_mib)] + (["--sd-layout"] if args.sd_layout else []) + [
            "--out", out_path] + (["--attention"] if args.attention else [])
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -233,6 +240,9 @@ def _predict(device_type: str, budgets: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="512x512 and 1024x1024 only")
+    ap.add_argument("--sizes", help="image sizes WxH, comma separated (instead of the defaults)")
+    ap.add_argument("--sd-layout", action="store_true",
+                    help="SD 1.x's own VAE architecture (128-512 channels, 2 resnets a block) instead of the small one")
     ap.add_argument("--tile", type=int, default=32, help="tile_size in latent px (default 32 = 256 image px)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attention", action="store_true", help="keep the mid-block self-attention (slow)")
@@ -266,7 +276,11 @@ def main() -> None:
 
     mib = 2.0 ** 20
     sizes = QUICK_SIZES if args.quick else SIZES
-    print(f"VAE: AutoencoderKL block_out_channels (8,16,32,32), layers_per_block 1, 8 groups, fp32, "
+    if args.sizes:
+        sizes = [(int(h), int(w)) for w, h in (wh.lower().split("x") for wh in args.sizes.split(","))]
+    layout = ("block_out_channels (128,256,512,512), layers_per_block 2, 32 groups (SD 1.x)" if args.sd_layout
+              else "block_out_channels (8,16,32,32), layers_per_block 1, 8 groups")
+    print(f"VAE: AutoencoderKL {layout}, fp32, "
           f"mid attention {'on' if args.attention else 'off'}; CPU, {args.threads} threads; "
           f"tile_size {args.tile} latent px; stash mode budget {args.stash_mib} MiB; "
           f"budget mode memory_mib {args.budget_mib}; "
