@@ -85,6 +85,7 @@ from lib_mixture.mixture import CompiledMixture, compile_mixture  # noqa: E402
 from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.preset import Overlap, Preset, TileGrid, Upscale  # noqa: E402
 from lib_mixture.tiled_vae import TiledVAEConfig, min_memory, plan_tiled_vae, tiled_decode, tiled_encode  # noqa: E402
+from lib_mixture.tiled_vae.runtime import free_memory  # noqa: E402
 from lib_mixture.upscale import upscale_image  # noqa: E402
 
 MIB = 2.0 ** 20
@@ -307,19 +308,14 @@ def build_mixture(width: int, height: int, args: argparse.Namespace, device: tor
 
 def vae_config(args: argparse.Namespace, device: torch.device, vae: Any, shape: tuple, mode: str) -> TiledVAEConfig:
     """The tiled VAE's settings. ``--vae-auto`` is the WebUI's (`lib_mixture_webui.vae.Route.config`):
-    the stash on the device and a memory budget of 75% of the free memory, within ``--budget``
-    less what is allocated but at least what the exact attention needs, for the tile and the
-    stash chosen together."""
+    the stash on the device and a memory budget of 75% of the free memory (40% of the host's on the
+    CPU), on CUDA within ``--budget`` less what is allocated, at least what the exact attention
+    needs, for the tile and the stash chosen together."""
     if not args.vae_auto:
         return TiledVAEConfig(stash_mib=args.vae_stash_mib, stash_on_device=args.vae_stash_device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        memory = 0.75 * free
-        if args.budget:
-            memory = min(memory, args.budget * cost.GIB - torch.cuda.memory_allocated(device))
-    else:
-        memory = (args.budget or 4.0) * cost.GIB * 0.4
+    memory = (0.75 if device.type == "cuda" else 0.4) * free_memory(device)
+    if args.budget and device.type == "cuda":
+        memory = min(memory, args.budget * cost.GIB - torch.cuda.memory_allocated(device))
     memory = max(memory, min_memory(vae, shape, mode))
     return TiledVAEConfig(stash_on_device=True, memory_mib=max(1, -(-int(memory) // int(MIB))))
 
@@ -332,13 +328,7 @@ def auto_budget(args: argparse.Namespace, device: torch.device) -> Budget:
         return Budget(None, 0.0, f"no cost model is measured for sd1 on {device.type} in {args.dtype}")
     if args.budget:
         return Budget(model, args.budget * cost.GIB, f"--budget {args.budget:g} GiB")
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _meminfo_bytes("MemAvailable")
-    return free_memory_budget(model, free, str(device))
-
-
-def _meminfo_bytes(key: str) -> int:
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+    return free_memory_budget(model, free_memory(device), str(device))
 
 
 def cap_memory(args: argparse.Namespace, device: torch.device) -> None:

@@ -28,6 +28,7 @@ from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import VAETiling
 from lib_mixture.tiled_vae import (TiledVAEConfig, TiledVAEInterrupted, min_memory, plan_tiled_vae, tile_floor,
                                   tiled_decode, tiled_encode)
+from lib_mixture.tiled_vae.runtime import free_memory  # the WebUI's own reading too (budget.py)
 
 from . import settings
 
@@ -133,29 +134,6 @@ class Route:
         self.log.append({"mode": mode, "shape": tuple(x.shape), "tiles": tiles[1],
                          "seconds": time.perf_counter() - started})
         return out
-
-
-def free_memory(device: torch.device) -> float:
-    """Bytes a new allocation can get: free CUDA memory plus PyTorch's cached blocks, or the
-    host's available memory (psutil, which the WebUI installs; else ``/proc/meminfo``; 0 where
-    neither answers)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    try:
-        import psutil
-
-        return float(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - not installed, or no answer on this system
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def memory_budget(device: torch.device, share: float | None = None, capped: bool = True) -> float:

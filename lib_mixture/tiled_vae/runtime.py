@@ -43,6 +43,29 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def free_memory(device: torch.device) -> float:
+    """Bytes a new allocation can get on ``device``: the free CUDA memory plus PyTorch's cached
+    blocks, or the host's available memory elsewhere (psutil; else ``/proc/meminfo``; 0 where
+    neither answers)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - not installed, or no answer on this system
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return 0.0
+
+
 def free_cache(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()

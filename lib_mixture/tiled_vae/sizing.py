@@ -14,7 +14,7 @@ from .config import TiledVAEConfig
 from .ops import AddSkip, Conv, Op, Save
 from .patch import area
 from .planning import Plan, Segment, core_at, grid, open_slots, plan, split, trace
-from .runtime import MIB
+from .runtime import MIB, free_memory
 
 
 def tile_bytes(seg: Segment, tile: int, elt: int, batch: int) -> int:
@@ -190,9 +190,7 @@ def budget(device: torch.device, cfg: TiledVAEConfig) -> Optional[int]:
         return cfg.memory_mib * MIB
     if device.type != "cuda":
         return None
-    free, _ = torch.cuda.mem_get_info(device)
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return int(free * cfg.memory_fraction)
+    return int(free_memory(device) * cfg.memory_fraction)
 
 
 def _io_bytes(s: Segment, cfg: TiledVAEConfig, elt: int, batch: int) -> int:
