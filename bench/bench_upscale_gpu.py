@@ -306,17 +306,23 @@ def build_mixture(width: int, height: int, args: argparse.Namespace, device: tor
     return compile_mixture(plan.crops(), lh, lw, batch_size=plan.batch_size, device=device)
 
 
-def vae_config(args: argparse.Namespace, device: torch.device, vae: Any, shape: tuple, mode: str) -> TiledVAEConfig:
+def vae_config(args: argparse.Namespace, models: Models, shape: tuple, mode: str) -> TiledVAEConfig:
     """The tiled VAE's settings. ``--vae-auto`` is the WebUI's (`lib_mixture_webui.vae.Route.config`):
     the stash on the device and a memory budget of 75% of the free memory (40% of the host's on the
-    CPU), on CUDA within ``--budget`` less what is allocated, at least what the exact attention
-    needs, for the tile and the stash chosen together."""
+    CPU), within ``--budget`` less what the job holds (CUDA: what is allocated; the CPU: the
+    models' weights), at least what the exact attention needs, for the tile and the stash chosen
+    together."""
     if not args.vae_auto:
         return TiledVAEConfig(stash_mib=args.vae_stash_mib, stash_on_device=args.vae_stash_device)
+    device = models.device
     memory = (0.75 if device.type == "cuda" else 0.4) * free_memory(device)
-    if args.budget and device.type == "cuda":
-        memory = min(memory, args.budget * cost.GIB - torch.cuda.memory_allocated(device))
-    memory = max(memory, min_memory(vae, shape, mode))
+    if args.budget:
+        if device.type == "cuda":
+            held = torch.cuda.memory_allocated(device)
+        else:
+            held = sum(p.numel() * p.element_size() for m in (models.unet, models.vae) for p in m.parameters())
+        memory = min(memory, args.budget * cost.GIB - held)
+    memory = max(memory, min_memory(models.vae, shape, mode))
     return TiledVAEConfig(stash_on_device=True, memory_mib=max(1, -(-int(memory) // int(MIB))))
 
 
@@ -528,7 +534,7 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     img = phase(meter, rec, size, "tiled", "upscale", upscale, 0, f"{source.width}x{source.height} -> {size} Lanczos")
     if img is None:
         return res
-    cfg = vae_config(args, dev, models.vae, tuple(img.shape), "encode")
+    cfg = vae_config(args, models, tuple(img.shape), "encode")
     text, info = vae_tiling(models.vae, tuple(img.shape), "encode", args.vae_tile, cfg)
     z = phase(meter, rec, size, "tiled", "encode",
               lambda: tiled_encode(models.vae, img, tile_size=args.vae_tile, output="mean",
@@ -561,7 +567,7 @@ def run_tiled(models: Models, source: Image.Image, width: int, height: int, sigm
     if out is None:
         return res
     res.latent_out = out.cpu()
-    cfg = vae_config(args, dev, models.vae, tuple(out.shape), "decode")
+    cfg = vae_config(args, models, tuple(out.shape), "decode")
     text, info = vae_tiling(models.vae, tuple(out.shape), "decode", args.vae_tile, cfg)
     dec = phase(meter, rec, size, "tiled", "decode",
                 lambda: tiled_decode(models.vae, (out / SCALING_FACTOR).to(dt), tile_size=args.vae_tile,
@@ -753,7 +759,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--overlap", type=int, help="minimum tile overlap in px (default 128; 32 with --tiny)")
     ap.add_argument("--tile-batch", type=int_or_auto, default=4, help="crops per UNet call, or auto (default 4)")
     ap.add_argument("--budget", type=float, metavar="GIB", help="the whole job's memory: on CUDA the process is capped "
-                    "at it (torch.cuda.set_per_process_memory_fraction), and auto sizes are chosen for it")
+                    "at it (torch.cuda.set_per_process_memory_fraction); auto sizes and --vae-auto are chosen "
+                    "for it (on the CPU too, where the process peak RSS shows whether it held)")
     ap.add_argument("--vae-tile", type=int, help="tiled VAE core tile in latent px (default: from free memory; "
                                                  "16 with --tiny)")
     ap.add_argument("--vae-stash-mib", type=int, default=0,
