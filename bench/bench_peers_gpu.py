@@ -76,6 +76,11 @@ grid, a 640x640 panorama; a few minutes on 2 cores)::
 
     python bench/bench_peers_gpu.py --tiny --device cpu --dtype fp32 --steps 1
 
+SD 1.5's full UNet on the CPU, the paper's grid scaled to a small canvas (the README's CPU table;
+about 22 minutes on 2 cores)::
+
+    python bench/bench_peers_gpu.py --device cpu --steps 1 --canvas 768x432 --panorama-canvas 768x512
+
 Prints flush line by line, so a run cut short keeps the rows it finished.
 """
 

@@ -49,6 +49,12 @@ Smoke test on the CPU (small models, 128 px tiles, 16-latent-px VAE tiles, fp32)
 
     python bench/bench_upscale_gpu.py --tiny --device cpu --sizes 256x256,512x288 --steps 6
 
+A whole 4K job within 8 GiB on the CPU, SD 1.5's full architecture, one sampling step (the README's
+CPU table; about 47 minutes on 2 cores)::
+
+    python bench/bench_upscale_gpu.py --device cpu --sizes 3840x2160 --tile auto --tile-batch auto \\
+        --budget 8 --vae-auto --skip-plain --no-warmup --steps 2 --strength 0.35
+
 Prints flush line by line, so a run cut short keeps what it printed; ``--json`` is rewritten
 after every section.
 """
