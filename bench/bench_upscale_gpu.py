@@ -92,6 +92,7 @@ from lib_mixture.plan import build_plan  # noqa: E402
 from lib_mixture.preset import Overlap, Preset, TileGrid, Upscale  # noqa: E402
 from lib_mixture.tiled_vae import TiledVAEConfig, min_memory, plan_tiled_vae, tiled_decode, tiled_encode  # noqa: E402
 from lib_mixture.tiled_vae.runtime import free_memory  # noqa: E402
+from lib_mixture.tiled_vae.runtime import memory_budget as vae_memory_budget  # noqa: E402
 from lib_mixture.upscale import upscale_image  # noqa: E402
 
 MIB = 2.0 ** 20
@@ -314,20 +315,18 @@ def build_mixture(width: int, height: int, args: argparse.Namespace, device: tor
 
 def vae_config(args: argparse.Namespace, models: Models, shape: tuple, mode: str) -> TiledVAEConfig:
     """The tiled VAE's settings. ``--vae-auto`` is the WebUI's (`lib_mixture_webui.vae.Route.config`):
-    the stash on the device and a memory budget of 75% of the free memory (40% of the host's on the
-    CPU), within ``--budget`` less what the job holds (CUDA: what is allocated; the CPU: the
-    models' weights), at least what the exact attention needs, for the tile and the stash chosen
-    together."""
+    the stash on the device and a memory budget (`lib_mixture.tiled_vae.runtime.memory_budget`:
+    75% of the free memory, 40% of the host's on the CPU) within ``--budget`` less what the job
+    holds (CUDA: what is allocated; the CPU: the models' weights), at least what the exact
+    attention needs, for the tile and the stash chosen together."""
     if not args.vae_auto:
         return TiledVAEConfig(stash_mib=args.vae_stash_mib, stash_on_device=args.vae_stash_device)
-    device = models.device
-    memory = (0.75 if device.type == "cuda" else 0.4) * free_memory(device)
-    if args.budget:
-        if device.type == "cuda":
-            held = torch.cuda.memory_allocated(device)
-        else:
-            held = sum(p.numel() * p.element_size() for m in (models.unet, models.vae) for p in m.parameters())
-        memory = min(memory, args.budget * cost.GIB - held)
+    device, held = models.device, 0.0
+    if args.budget and device.type == "cuda":
+        held = torch.cuda.memory_allocated(device)
+    elif args.budget:
+        held = sum(p.numel() * p.element_size() for m in (models.unet, models.vae) for p in m.parameters())
+    memory = vae_memory_budget(device, free_memory(device), (args.budget or 0) * cost.GIB, held)
     memory = max(memory, min_memory(models.vae, shape, mode))
     return TiledVAEConfig(stash_on_device=True, memory_mib=max(1, -(-int(memory) // int(MIB))))
 

@@ -28,13 +28,12 @@ from lib_mixture.geometry import LATENT_FACTOR
 from lib_mixture.preset import VAETiling
 from lib_mixture.tiled_vae import (TiledVAEConfig, TiledVAEInterrupted, min_memory, plan_tiled_vae, tile_floor,
                                   tiled_decode, tiled_encode)
+from lib_mixture.tiled_vae import runtime
 from lib_mixture.tiled_vae.runtime import free_memory  # the WebUI's own reading too (budget.py)
 
 from . import settings
 
 AUTO_MEMORY_FRACTION = 0.6  # of the free memory a plain pass may use before auto mode tiles
-TILED_MEMORY_FRACTION = 0.75  # of the free device memory for the tiles and their stash (CUDA)
-HOST_MEMORY_FRACTION = 0.4  # of the host's available memory, when the VAE runs on the CPU
 
 
 @dataclass
@@ -137,17 +136,11 @@ class Route:
 
 
 def memory_budget(device: torch.device, share: float | None = None, capped: bool = True) -> float:
-    """Bytes the VAE may use on ``device``: ``share`` of the free memory (default
-    `TILED_MEMORY_FRACTION` on CUDA, `HOST_MEMORY_FRACTION` of the host's available memory
-    elsewhere), with ``capped`` at most the owner's cap on the whole job (Settings → Mixture of
-    Diffusers) less what the job holds there already (`held_memory`)."""
-    if share is None:
-        share = TILED_MEMORY_FRACTION if device.type == "cuda" else HOST_MEMORY_FRACTION
-    budget = share * free_memory(device)
+    """Bytes the VAE may use on ``device``: `lib_mixture.tiled_vae.runtime.memory_budget` (``share``
+    of the free memory), with ``capped`` at most the owner's cap on the whole job (Settings →
+    Mixture of Diffusers) less what the job holds there already (`held_memory`)."""
     cap = settings.auto_memory_bytes() if capped else 0
-    if cap:
-        budget = min(budget, cap - held_memory(device))
-    return max(budget, 0.0)
+    return runtime.memory_budget(device, free_memory(device), cap, held_memory(device) if cap else 0.0, share)
 
 
 def held_memory(device: torch.device) -> float:

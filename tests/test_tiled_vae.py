@@ -696,3 +696,15 @@ def test_unsupported_sequential_layers_are_named():
     with pytest.raises(NotImplementedError, match=r"decoder\.1: unsupported layer BatchNorm2d"):
         tv.tiled_decode(torch.nn.Sequential(torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.BatchNorm2d(3)),
                         _latent(8, 8))
+
+
+def test_memory_budget_is_a_share_of_the_free_memory_within_the_cap_less_what_is_held():
+    from lib_mixture.tiled_vae.runtime import HOST_MEMORY_FRACTION, memory_budget
+
+    cpu, gib = torch.device("cpu"), float(1 << 30)
+    assert memory_budget(cpu, 10 * gib) == HOST_MEMORY_FRACTION * 10 * gib  # no cap
+    assert memory_budget(torch.device("cuda"), 10 * gib) == tv.TiledVAEConfig().memory_fraction * 10 * gib
+    assert memory_budget(cpu, 10 * gib, cap=8 * gib, held=3.5 * gib) == 4 * gib  # the share is less
+    assert memory_budget(cpu, 20 * gib, cap=8 * gib, held=3.5 * gib) == 4.5 * gib  # the cap less the held
+    assert memory_budget(cpu, 20 * gib, cap=2 * gib, held=3.5 * gib) == 0.0  # never negative
+    assert memory_budget(cpu, 20 * gib, share=0.1) == 2 * gib

@@ -13,6 +13,7 @@ from .config import ProgressFn, StopFn, TiledVAEConfig
 from .execute import execute
 from .ops import Conv, Op
 from .planning import grid, split, trace
+from .runtime import stash_device
 from .sizing import attention_bytes, predict, prepare, tile_bytes
 
 
@@ -122,7 +123,7 @@ def plan_tiled_vae(vae, shape: Sequence[int], mode: str = "decode", tile_size: O
     param = next(module.parameters())
     elt = torch.finfo(param.dtype).bits // 8
     segs, sized = prepare(ops, shape, cfg, param.device, param.dtype, "latent" if mode == "decode" else "image")
-    views = cfg.stash_on_device or param.device.type == "cpu"  # as execute.Run places the stash
+    views = stash_device(cfg, param.device) == param.device  # nothing copied: see sizing.state_bytes
     out = []
     for s, (t, stash) in zip(segs, sized):
         n = 1 if s.is_global else len(grid(s.ref, t))

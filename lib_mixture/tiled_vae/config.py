@@ -9,6 +9,10 @@ ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], object]
 
 
+DEVICE_MEMORY_FRACTION = 0.75  # of the free CUDA memory, for the tiles and their stash
+HOST_MEMORY_FRACTION = 0.4  # of the host's available memory, when the VAE runs on the CPU
+
+
 @dataclass
 class TiledVAEConfig:
     """Settings of :func:`tiled_decode` / :func:`tiled_encode`.
@@ -48,7 +52,7 @@ class TiledVAEConfig:
     tile_size: Optional[int] = None
     min_tile_size: int = 8
     max_tiles: int = 4096
-    memory_fraction: float = 0.75
+    memory_fraction: float = DEVICE_MEMORY_FRACTION
     cpu_tile_size: int = 64
     scale_low_res_tiles: bool = True
     attention_chunk_mib: int = 256

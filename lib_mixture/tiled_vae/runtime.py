@@ -7,7 +7,8 @@ from typing import Optional
 
 import torch
 
-from .config import ProgressFn, StopFn, TiledVAEConfig, TiledVAEInterrupted
+from .config import (DEVICE_MEMORY_FRACTION, HOST_MEMORY_FRACTION, ProgressFn, StopFn, TiledVAEConfig,
+                     TiledVAEInterrupted)
 
 MIB = 1 << 20
 
@@ -19,7 +20,7 @@ class Run:
                  on_progress: Optional[ProgressFn], should_stop: Optional[StopFn]):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         self.buf_device = torch.device("cpu") if cfg.offload else device
-        self.stash_device = device if cfg.stash_on_device else torch.device("cpu")
+        self.stash_device = stash_device(cfg, device)
         self.on_progress, self.should_stop = on_progress, should_stop
         self.done = 0
         self.total = 0
@@ -64,6 +65,25 @@ def free_memory(device: torch.device) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def memory_budget(device: torch.device, free: float, cap: float = 0.0, held: float = 0.0,
+                  share: Optional[float] = None) -> float:
+    """Bytes for ``TiledVAEConfig.memory_mib`` on ``device``: ``share`` of ``free`` (the bytes
+    `free_memory` reads; default share `DEVICE_MEMORY_FRACTION` on CUDA, `HOST_MEMORY_FRACTION`
+    elsewhere), and where ``cap`` > 0 at most ``cap`` (a budget for the whole job, bytes) less
+    ``held`` (what the job holds there already: its weights, its tensors); never below 0."""
+    if share is None:
+        share = DEVICE_MEMORY_FRACTION if device.type == "cuda" else HOST_MEMORY_FRACTION
+    budget = share * free
+    if cap > 0:
+        budget = min(budget, cap - held)
+    return max(budget, 0.0)
+
+
+def stash_device(cfg: TiledVAEConfig, device: torch.device) -> torch.device:
+    """Where a call on ``device`` keeps its tiles' activations between passes."""
+    return device if cfg.stash_on_device else torch.device("cpu")
 
 
 def free_cache(device: torch.device) -> None:

@@ -441,7 +441,7 @@ def test_the_tiled_vae_fits_its_tiles_and_stash_to_the_memory_budget(script, mon
     shape = (1, 4, H // 8, W // 8)
     whole = plan_tiled_vae(decoder, shape, "decode", tile_size=max(shape[-2:]))
     need = max(s["tile_bytes"] + s["out_bytes"] for s in whole)
-    monkeypatch.setattr(host_vae, "free_memory", lambda device: need / 2 / host_vae.HOST_MEMORY_FRACTION)
+    monkeypatch.setattr(host_vae, "free_memory", lambda device: need / 2 / host_vae.runtime.HOST_MEMORY_FRACTION)
     runs = []
     real = execute.Run
     monkeypatch.setattr(execute, "Run", lambda *a: runs.append(real(*a)) or runs[-1])
